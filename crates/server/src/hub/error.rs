@@ -1,0 +1,40 @@
+use twinhub_core::twin::TwinError;
+
+use super::IdentityKey;
+
+/// Why a hub operation failed. The protocol edges map each variant to an IoT Hub error code.
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("device {0} is not registered")]
+    DeviceNotFound(String),
+    #[error("module {0} is not registered")]
+    ModuleNotFound(IdentityKey),
+    #[error("device {0} already exists")]
+    DeviceAlreadyExists(String),
+    #[error("module {0} already exists on its device")]
+    ModuleAlreadyExists(IdentityKey),
+    #[error("the device already has the maximum of {0} modules")]
+    TooManyModules(usize),
+    #[error("the etag in If-Match does not match the current one")]
+    PreconditionFailed,
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{0}")]
+    Twin(#[from] TwinError),
+    #[error("the device is not online, or has not subscribed to direct methods")]
+    DeviceNotOnline,
+    #[error("the device did not answer the method within {0} seconds")]
+    MethodTimeout(u64),
+    #[error("the device disconnected before answering the method")]
+    DeviceDisconnected,
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error("storage failure: {0}")]
+    Storage(String),
+}
+
+impl HubError {
+    pub(crate) fn storage(e: impl std::fmt::Display) -> Self {
+        HubError::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,356 @@
+//! The hub's state and every operation on it. `rest` and `mqtt` call into this module; nothing else
+//! mutates identities, twins or sessions.
+//!
+//! State lives in memory and is written through to the [`Store`]. Each identity (device or module)
+//! is an [`Entry`] whose writes are serialised by an async lock held across the durable commit, so
+//! versions are assigned, persisted and announced in one order. Readers never wait for writers: they
+//! clone the `Arc` of the last committed [`Record`].
+
+mod error;
+mod methods;
+mod registry;
+mod sessions;
+mod twins;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+use twinhub_core::identity::Identity;
+use twinhub_core::policy::AccessPolicy;
+use twinhub_core::time::Timestamp;
+use twinhub_core::twin::Twin;
+use twinhub_store::{Batch, Store, Table};
+
+use crate::metrics::Metrics;
+
+pub use error::HubError;
+pub use methods::{MethodCall, MethodOutcome};
+pub use registry::{BulkOutcome, IdentitySpec, RegistryStatistics};
+pub use sessions::Subscriptions;
+pub(crate) use sessions::{Outbound, Session, SessionGuard};
+
+/// Addresses one identity: a device, or a module of a device.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct IdentityKey {
+    pub device_id: String,
+    pub module_id: Option<String>,
+}
+
+impl IdentityKey {
+    pub fn device(device_id: impl Into<String>) -> Self {
+        Self {
+            device_id: device_id.into(),
+            module_id: None,
+        }
+    }
+
+    pub fn module(device_id: impl Into<String>, module_id: impl Into<String>) -> Self {
+        Self {
+            device_id: device_id.into(),
+            module_id: Some(module_id.into()),
+        }
+    }
+
+    /// Store key: ids cannot contain NUL, so `device\0module` is unambiguous and sorts modules
+    /// right after their device.
+    fn store_key(&self) -> Vec<u8> {
+        let mut key = self.device_id.as_bytes().to_vec();
+        if let Some(module_id) = &self.module_id {
+            key.push(0);
+            key.extend_from_slice(module_id.as_bytes());
+        }
+        key
+    }
+}
+
+impl std::fmt::Display for IdentityKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.module_id {
+            Some(m) => write!(f, "{}/{}", self.device_id, m),
+            None => f.write_str(&self.device_id),
+        }
+    }
+}
+
+/// What is stored per identity: the identity and its twin, written together.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub identity: Identity,
+    pub twin: Twin,
+}
+
+/// Connection bookkeeping. Not persisted: after a restart every device is disconnected.
+#[derive(Clone, Copy, Debug)]
+pub struct Presence {
+    pub connected: bool,
+    pub state_updated: Timestamp,
+    pub last_activity: Timestamp,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self {
+            connected: false,
+            state_updated: Timestamp::NEVER,
+            last_activity: Timestamp::NEVER,
+        }
+    }
+}
+
+pub(crate) struct Entry {
+    write: tokio::sync::Mutex<()>,
+    record: RwLock<Arc<Record>>,
+    deleted: AtomicBool,
+    presence: Mutex<Presence>,
+}
+
+impl Entry {
+    fn new(record: Record) -> Arc<Self> {
+        Arc::new(Self {
+            write: tokio::sync::Mutex::new(()),
+            record: RwLock::new(Arc::new(record)),
+            deleted: AtomicBool::new(false),
+            presence: Mutex::new(Presence::default()),
+        })
+    }
+
+    pub(crate) fn record(&self) -> Arc<Record> {
+        Arc::clone(&self.record.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn set_record(&self, record: Record) -> Arc<Record> {
+        let record = Arc::new(record);
+        *self.record.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&record);
+        record
+    }
+
+    pub(crate) fn presence(&self) -> Presence {
+        *self.presence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn update_presence(&self, f: impl FnOnce(&mut Presence)) {
+        f(&mut self.presence.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+}
+
+/// Settings a running hub needs from its configuration.
+#[derive(Clone, Debug)]
+pub struct HubSettings {
+    pub hostname: String,
+    /// Clock skew tolerated when checking SAS expiry.
+    pub sas_skew_secs: u64,
+    pub max_modules_per_device: usize,
+}
+
+/// A cheap handle to the hub; clone it freely.
+#[derive(Clone)]
+pub struct Hub(Arc<Inner>);
+
+pub(crate) struct Inner {
+    settings: HubSettings,
+    store: Arc<dyn Store>,
+    policies: RwLock<Arc<Vec<AccessPolicy>>>,
+    entries: RwLock<BTreeMap<IdentityKey, Arc<Entry>>>,
+    /// Serialises creating and deleting identities, so existence checks and the durable write agree.
+    structure: tokio::sync::Mutex<()>,
+    sessions: sessions::Directory,
+    metrics: Arc<Metrics>,
+}
+
+const POLICIES_KEY: &[u8] = b"access-policies";
+
+impl Hub {
+    /// Loads the whole registry from the store. `owner_key`, when given, becomes (or stays) the
+    /// `iothubowner` primary key.
+    pub fn open(
+        settings: HubSettings,
+        store: Arc<dyn Store>,
+        owner_key: Option<&str>,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, Option<Batch>), HubError> {
+        let mut entries = BTreeMap::new();
+        for (key, value) in store.load(Table::Registry).map_err(HubError::storage)? {
+            let record: Record = serde_json::from_slice(&value).map_err(|e| {
+                HubError::Storage(format!(
+                    "registry row {:?} is unreadable: {e}",
+                    String::from_utf8_lossy(&key)
+                ))
+            })?;
+            let id_key = IdentityKey {
+                device_id: record.identity.device_id.clone(),
+                module_id: record.identity.module_id.clone(),
+            };
+            entries.insert(id_key, Entry::new(record));
+        }
+        let stored_policies = store
+            .get(Table::Settings, POLICIES_KEY)
+            .map_err(HubError::storage)?;
+        let (policies, policy_write) = match stored_policies {
+            Some(bytes) => {
+                let mut policies: Vec<AccessPolicy> =
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        HubError::Storage(format!("access policies are unreadable: {e}"))
+                    })?;
+                let mut changed = false;
+                if let Some(key) = owner_key {
+                    if let Some(owner) = policies.iter_mut().find(|p| p.name == "iothubowner") {
+                        if owner.primary_key != key {
+                            owner.primary_key = key.to_owned();
+                            changed = true;
+                        }
+                    }
+                }
+                (policies, changed)
+            }
+            None => (twinhub_core::policy::default_policies(owner_key), true),
+        };
+        let pending = if policy_write {
+            let mut batch = Batch::new();
+            batch.put(
+                Table::Settings,
+                POLICIES_KEY,
+                serde_json::to_vec(&policies).map_err(|e| HubError::Storage(e.to_string()))?,
+            );
+            Some(batch)
+        } else {
+            None
+        };
+        let sessions = sessions::Directory::load(store.as_ref())?;
+        metrics.devices_registered.set(entries.len() as i64);
+        let hub = Hub(Arc::new(Inner {
+            settings,
+            store,
+            policies: RwLock::new(Arc::new(policies)),
+            entries: RwLock::new(entries),
+            structure: tokio::sync::Mutex::new(()),
+            sessions,
+            metrics,
+        }));
+        Ok((hub, pending))
+    }
+
+    /// Commits a batch produced by [`Hub::open`] (kept apart so `open` stays synchronous).
+    pub async fn commit_startup(&self, batch: Batch) -> Result<(), HubError> {
+        self.0.store.commit(batch).await.map_err(HubError::storage)
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.0.settings
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn policies(&self) -> Arc<Vec<AccessPolicy>> {
+        Arc::clone(&self.0.policies.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn entry(&self, key: &IdentityKey) -> Option<Arc<Entry>> {
+        self.0
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    /// Stops the store after every acknowledged write is on disk.
+    pub fn shutdown_store(&self) {
+        self.0.store.shutdown();
+    }
+
+    fn not_found(key: &IdentityKey) -> HubError {
+        match &key.module_id {
+            Some(_) => HubError::ModuleNotFound(key.clone()),
+            None => HubError::DeviceNotFound(key.device_id.clone()),
+        }
+    }
+
+    fn existing(&self, key: &IdentityKey) -> Result<Arc<Entry>, HubError> {
+        self.entry(key)
+            .filter(|e| !e.is_deleted())
+            .ok_or_else(|| Self::not_found(key))
+    }
+
+    /// Writes one record durably, then publishes it to readers. The caller holds the entry's
+    /// write lock.
+    async fn persist(&self, entry: &Entry, record: Record) -> Result<Arc<Record>, HubError> {
+        let key = IdentityKey {
+            device_id: record.identity.device_id.clone(),
+            module_id: record.identity.module_id.clone(),
+        };
+        let value = serde_json::to_vec(&record).map_err(|e| HubError::Storage(e.to_string()))?;
+        let mut batch = Batch::new();
+        batch.put(Table::Registry, key.store_key(), value);
+        self.0
+            .store
+            .commit(batch)
+            .await
+            .map_err(HubError::storage)?;
+        Ok(entry.set_record(record))
+    }
+}
+
+/// An `If-Match` precondition as the SDKs send it (`"*"`, `*`, `"etag"`, `W/"etag"`, or absent).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IfMatch {
+    Absent,
+    Any,
+    Etag(String),
+}
+
+impl IfMatch {
+    pub fn from_header(value: Option<&str>) -> Self {
+        let Some(raw) = value.map(str::trim) else {
+            return IfMatch::Absent;
+        };
+        let raw = raw.strip_prefix("W/").unwrap_or(raw);
+        let unquoted = raw
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or(raw);
+        match unquoted {
+            "" => IfMatch::Absent,
+            "*" => IfMatch::Any,
+            etag => IfMatch::Etag(etag.to_owned()),
+        }
+    }
+
+    fn check(&self, current: &str) -> Result<(), HubError> {
+        match self {
+            IfMatch::Etag(expected) if expected != current => Err(HubError::PreconditionFailed),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IfMatch;
+
+    #[test]
+    fn if_match_accepts_every_form_the_sdks_send() {
+        assert_eq!(IfMatch::from_header(None), IfMatch::Absent);
+        assert_eq!(IfMatch::from_header(Some("*")), IfMatch::Any);
+        assert_eq!(IfMatch::from_header(Some("\"*\"")), IfMatch::Any);
+        assert_eq!(
+            IfMatch::from_header(Some("\"MQ==\"")),
+            IfMatch::Etag("MQ==".into())
+        );
+        assert_eq!(
+            IfMatch::from_header(Some("W/\"MQ==\"")),
+            IfMatch::Etag("MQ==".into())
+        );
+        assert_eq!(
+            IfMatch::from_header(Some("MQ==")),
+            IfMatch::Etag("MQ==".into())
+        );
+    }
+}
