@@ -69,11 +69,11 @@ pub enum StartError {
     Store(#[from] twinhub_store::OpenError),
     #[error("cannot load the hub state: {0}")]
     Hub(#[from] HubError),
-    #[error("cannot listen for {what} on {addr}: {source}. {hint}")]
+    #[error("cannot listen for {what} on {addr} ({cause}). {hint}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
         hint: String,
     },
 }
@@ -244,7 +244,7 @@ async fn bind(what: &'static str, addr: SocketAddr, flag: &str) -> Result<TcpLis
             ),
             _ => format!("Check the address, or choose another with {flag}."),
         };
-        StartError::Bind { what, addr, source, hint }
+        StartError::Bind { what, addr, cause: source, hint }
     })
 }
 

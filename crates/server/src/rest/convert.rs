@@ -247,8 +247,9 @@ fn section(
 ) -> Result<Option<Change>, ApiError> {
     match (value, kind) {
         (None, _) => Ok(None),
-        (Some(Value::Null), UpdateKind::Patch) => Ok(None),
-        (Some(Value::Null), UpdateKind::Replace) => Ok(Some(Change::Replace(Map::new()))),
+        // IoT Hub clears a section set to null, in a PATCH as in a PUT; Node's e2e suite
+        // relies on it to null out every desired property at once.
+        (Some(Value::Null), _) => Ok(Some(Change::Replace(Map::new()))),
         (Some(Value::Object(map)), kind) => {
             // SDKs that read a twin and send it back echo the read-only members.
             let mut map = map.clone();

@@ -38,6 +38,30 @@ pub struct PeerCertificate(pub Option<Arc<Vec<u8>>>);
 const MAX_BODY: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    // Routing happens inside; this outer layer first drops a trailing slash, which the Node
+    // registry client sends on `GET /devices/`.
+    Router::new().fallback_service(tower::ServiceExt::map_request(
+        routes(state),
+        strip_trailing_slash,
+    ))
+}
+
+fn strip_trailing_slash(mut request: Request) -> Request {
+    let path = request.uri().path();
+    if path.len() > 1 && path.ends_with('/') {
+        let trimmed = path.trim_end_matches('/');
+        let rebuilt = match request.uri().query() {
+            Some(query) => format!("{trimmed}?{query}"),
+            None => trimmed.to_owned(),
+        };
+        if let Ok(uri) = rebuilt.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
+    request
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/devices", get(registry::list_devices).post(registry::bulk))
         .route(
@@ -128,8 +152,13 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
     }
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::IotHubNotFound, "no such resource")
+/// IoT Hub has no error code for an unknown path; answer a plain 404 in its error shape.
+async fn not_found(request: Request) -> Response {
+    let body = serde_json::json!({
+        "Message": format!("ErrorCode:NotFound;no such resource: {} {}", request.method(), request.uri().path()),
+        "ExceptionMessage": "",
+    });
+    json(StatusCode::NOT_FOUND, &body)
 }
 
 async fn websocket(
