@@ -426,3 +426,90 @@ pub struct QuerySpecification {
     /// `query`: the SQL-like query text.
     pub query: String,
 }
+
+/// An automatic device management configuration (`/configurations/{id}`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConfigurationDto {
+    /// `id`
+    pub id: String,
+    /// `schemaVersion` ("1.0" when absent)
+    #[serde(deserialize_with = "null_as_default")]
+    pub schema_version: Option<String>,
+    /// `labels`
+    #[serde(deserialize_with = "null_as_default")]
+    pub labels: Map<String, Value>,
+    /// `content`
+    #[serde(deserialize_with = "null_as_default")]
+    pub content: ConfigurationContentDto,
+    /// `contentType` (sent by the C# SDK; echoed)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// `targetCondition`
+    #[serde(deserialize_with = "null_as_default")]
+    pub target_condition: String,
+    /// `createdTimeUtc`
+    pub created_time_utc: Option<String>,
+    /// `lastUpdatedTimeUtc`
+    pub last_updated_time_utc: Option<String>,
+    /// `priority`
+    #[serde(deserialize_with = "null_as_default")]
+    pub priority: i64,
+    /// `systemMetrics`
+    #[serde(deserialize_with = "null_as_default")]
+    pub system_metrics: ConfigurationMetricsDto,
+    /// `metrics`
+    #[serde(deserialize_with = "null_as_default")]
+    pub metrics: ConfigurationMetricsDto,
+    /// `etag`
+    pub etag: Option<String>,
+}
+
+/// `content` of a configuration: twin path → value maps.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConfigurationContentDto {
+    /// `deviceContent`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_content: Option<Map<String, Value>>,
+    /// `moduleContent`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub module_content: Option<Map<String, Value>>,
+    /// `modulesContent` (IoT Edge deployments; stored and echoed)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modules_content: Option<Map<String, Value>>,
+}
+
+/// `systemMetrics` / `metrics`: named queries and their row counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConfigurationMetricsDto {
+    /// `results`
+    #[serde(deserialize_with = "null_as_default")]
+    pub results: Map<String, Value>,
+    /// `queries`
+    #[serde(deserialize_with = "null_as_default")]
+    pub queries: Map<String, Value>,
+}
+
+/// `POST /configurations/testQueries` request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConfigurationQueriesTestInput {
+    /// `targetCondition`
+    #[serde(deserialize_with = "null_as_default")]
+    pub target_condition: String,
+    /// `customMetricQueries`
+    #[serde(deserialize_with = "null_as_default")]
+    pub custom_metric_queries: Map<String, Value>,
+}
+
+/// `POST /configurations/testQueries` answer: empty strings mean "valid".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigurationQueriesTestResponse {
+    /// `targetConditionError`
+    pub target_condition_error: String,
+    /// `customMetricQueryErrors`
+    pub custom_metric_query_errors: Map<String, Value>,
+}

@@ -8,6 +8,7 @@ pub mod metrics;
 mod mqtt;
 pub mod rest;
 mod server;
+pub(crate) mod shape;
 pub mod tls;
 
 pub use server::{HubConfig, RunningHub, StartError, start};
@@ -29,6 +30,24 @@ pub(crate) fn error_code(error: &HubError) -> ErrorCode {
         HubError::MethodTimeout(_) => ErrorCode::GatewayTimeout,
         HubError::ShuttingDown => ErrorCode::ServiceUnavailable,
         HubError::Storage(_) => ErrorCode::ServerError,
+        HubError::JobNotFound(_) => ErrorCode::JobNotFound,
+        HubError::JobAlreadyExists(_) => ErrorCode::JobAlreadyExists,
+        HubError::TooManyActiveJobs(_) => ErrorCode::ThrottlingMaxActiveJobCountExceeded,
+        HubError::ConfigurationNotFound(_) => ErrorCode::ConfigurationNotFound,
+        HubError::ConfigurationAlreadyExists(_) => ErrorCode::ConfigurationAlreadyExists,
+        HubError::ImmutableConfigurationContent => {
+            ErrorCode::CannotModifyImmutableConfigurationContent
+        }
+        HubError::TooManyConfigurations(_) => ErrorCode::ConfigurationCountLimitExceeded,
+        HubError::Configuration(hub::ConfigurationError::TargetCondition(_)) => {
+            ErrorCode::InvalidConfigurationTargetCondition
+        }
+        HubError::Configuration(hub::ConfigurationError::Content(_)) => {
+            ErrorCode::InvalidConfigurationContent
+        }
+        HubError::Configuration(hub::ConfigurationError::MetricQuery { .. }) => {
+            ErrorCode::InvalidConfigurationCustomMetricsQuery
+        }
     }
 }
 

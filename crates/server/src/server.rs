@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use twinhub_store::{RedbStore, Store};
 
-use crate::hub::{Hub, HubError, HubSettings};
+use crate::hub::{Hub, HubError, HubSettings, JobLimits};
 use crate::metrics::Metrics;
 use crate::rest::{self, AppState, PeerCertificate};
 use crate::tls::{Pki, TlsError};
@@ -37,6 +37,14 @@ pub struct HubConfig {
     pub owner_key: Option<String>,
     pub sas_skew_secs: u64,
     pub max_modules_per_device: usize,
+    /// Most configurations the hub accepts.
+    pub max_configurations: usize,
+    /// Twins per second re-evaluated in the background after a configuration changes.
+    pub configuration_twins_per_second: u32,
+    /// Scheduled jobs queued, scheduled or running at once (Azure S3: 10).
+    pub max_concurrent_jobs: usize,
+    /// Devices per second scheduled jobs process, over all jobs together.
+    pub job_devices_per_second: u32,
 }
 
 impl HubConfig {
@@ -52,6 +60,10 @@ impl HubConfig {
             owner_key: None,
             sas_skew_secs: 300,
             max_modules_per_device: 50,
+            max_configurations: 100,
+            configuration_twins_per_second: 20_000,
+            max_concurrent_jobs: 10,
+            job_devices_per_second: 1000,
         }
     }
 }
@@ -127,6 +139,12 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
         hostname: config.hostname.clone(),
         sas_skew_secs: config.sas_skew_secs,
         max_modules_per_device: config.max_modules_per_device,
+        max_configurations: config.max_configurations,
+        configuration_twins_per_second: config.configuration_twins_per_second,
+        jobs: JobLimits {
+            max_active_jobs: config.max_concurrent_jobs,
+            devices_per_second: config.job_devices_per_second,
+        },
     };
     let metrics = Arc::new(Metrics::default());
     let (hub, startup_writes) = Hub::open(
@@ -181,6 +199,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
         shutdown.clone(),
         tracker.clone(),
     ));
+    tracker.spawn(hub.clone().run_configuration_sweeps(shutdown.clone()));
+    tracker.spawn(hub.clone().run_jobs(shutdown.clone()));
     let https_acceptor = TlsAcceptor::from(pki.server_config(&[b"http/1.1"])?);
     let router = rest::router(AppState {
         hub: hub.clone(),

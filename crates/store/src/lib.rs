@@ -24,11 +24,24 @@ pub enum Table {
     Sessions,
     /// Hub-wide settings.
     Settings,
+    /// Automatic device management configurations.
+    Configurations,
+    /// Scheduled jobs.
+    Jobs,
+    /// Per-device records of scheduled jobs.
+    DeviceJobs,
 }
 
 impl Table {
     /// Every table, in declaration order (so `Table::ALL[t as usize] == t`).
-    pub const ALL: [Table; 3] = [Table::Registry, Table::Sessions, Table::Settings];
+    pub const ALL: [Table; 6] = [
+        Table::Registry,
+        Table::Sessions,
+        Table::Settings,
+        Table::Configurations,
+        Table::Jobs,
+        Table::DeviceJobs,
+    ];
 
     /// The table's stable on-disk name.
     pub const fn name(self) -> &'static str {
@@ -36,6 +49,9 @@ impl Table {
             Table::Registry => "registry",
             Table::Sessions => "sessions",
             Table::Settings => "settings",
+            Table::Configurations => "configurations",
+            Table::Jobs => "jobs",
+            Table::DeviceJobs => "device-jobs",
         }
     }
 }

@@ -44,6 +44,12 @@ pub(crate) struct ServeArgs {
     /// Log format [default: text]
     #[arg(long, env = "TWINHUB_LOG_FORMAT")]
     log_format: Option<LogFormat>,
+    /// Scheduled jobs queued, scheduled or running at once; more are refused (429) [default: 10]
+    #[arg(long, env = "TWINHUB_MAX_CONCURRENT_JOBS", value_parser = clap::value_parser!(u32).range(1..))]
+    max_concurrent_jobs: Option<u32>,
+    /// Devices per second scheduled jobs process, over all jobs together [default: 1000]
+    #[arg(long, env = "TWINHUB_JOB_DEVICES_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    job_devices_per_second: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, ValueEnum)]
@@ -68,6 +74,8 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     owner_key: Option<String>,
     log_format: Option<LogFormat>,
+    max_concurrent_jobs: Option<u32>,
+    job_devices_per_second: Option<u32>,
 }
 
 fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
@@ -109,6 +117,14 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(HubConfig, LogFormat)> {
         (None, None) => None,
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),
     };
+    if let Some(jobs) = args.max_concurrent_jobs.or(file.max_concurrent_jobs) {
+        anyhow::ensure!(jobs >= 1, "max_concurrent_jobs must be at least 1");
+        config.max_concurrent_jobs = usize::try_from(jobs)?;
+    }
+    if let Some(rate) = args.job_devices_per_second.or(file.job_devices_per_second) {
+        anyhow::ensure!(rate >= 1, "job_devices_per_second must be at least 1");
+        config.job_devices_per_second = rate;
+    }
     let log_format = args.log_format.or(file.log_format).unwrap_or_default();
     Ok((config, log_format))
 }
@@ -180,12 +196,14 @@ mod tests {
         let file = dir.join("twinhub.toml");
         std::fs::write(
             &file,
-            "hostname = \"hub.example\"\nmqtt_port = 18883\nhttps_port = 10443\n",
+            "hostname = \"hub.example\"\nmqtt_port = 18883\nhttps_port = 10443\n\
+             max_concurrent_jobs = 3\njob_devices_per_second = 50\n",
         )
         .expect("write");
         let args = ServeArgs {
             config: Some(file),
             https_port: Some(20443),
+            job_devices_per_second: Some(75),
             ..Default::default()
         };
         let (config, _) = resolve(args).expect("resolves");
@@ -193,6 +211,29 @@ mod tests {
         assert_eq!(config.mqtt_addr.port(), 18883);
         assert_eq!(config.https_addr.port(), 20443);
         assert_eq!(config.data_dir, PathBuf::from("twinhub-data"));
+        assert_eq!(config.max_concurrent_jobs, 3);
+        assert_eq!(config.job_devices_per_second, 75);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn job_limits_default_and_refuse_zero() {
+        let (config, _) = resolve(ServeArgs::default()).expect("resolves");
+        assert_eq!(config.max_concurrent_jobs, 10);
+        assert_eq!(config.job_devices_per_second, 1000);
+        let dir = std::env::temp_dir().join(format!("twinhub-config-jobs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("twinhub.toml");
+        std::fs::write(&file, "max_concurrent_jobs = 0\n").expect("write");
+        let error = resolve(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .expect_err("fails");
+        assert!(
+            format!("{error:#}").contains("max_concurrent_jobs"),
+            "{error:#}"
+        );
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
@@ -206,8 +247,7 @@ mod tests {
             config: Some(file),
             ..Default::default()
         })
-        .err()
-        .expect("fails");
+        .expect_err("fails");
         assert!(format!("{error:#}").contains("mqtt_prot"), "{error:#}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }

@@ -1,6 +1,6 @@
 use twinhub_core::twin::TwinError;
 
-use super::IdentityKey;
+use super::{ConfigurationError, IdentityKey};
 
 /// Why a hub operation failed. The protocol edges map each variant to an IoT Hub error code.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,22 @@ pub enum HubError {
     DeviceDisconnected,
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error("configuration {0} does not exist")]
+    ConfigurationNotFound(String),
+    #[error("configuration {0} already exists")]
+    ConfigurationAlreadyExists(String),
+    #[error("the content of a configuration cannot be changed; create a new configuration instead")]
+    ImmutableConfigurationContent,
+    #[error("the hub already has the maximum of {0} configurations")]
+    TooManyConfigurations(usize),
+    #[error("{0}")]
+    Configuration(#[from] ConfigurationError),
+    #[error("job {0} does not exist")]
+    JobNotFound(String),
+    #[error("job {0} already exists")]
+    JobAlreadyExists(String),
+    #[error("the hub already has the maximum of {0} active jobs")]
+    TooManyActiveJobs(usize),
     #[error("storage failure: {0}")]
     Storage(String),
 }

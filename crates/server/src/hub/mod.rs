@@ -6,8 +6,11 @@
 //! versions are assigned, persisted and announced in one order. Readers never wait for writers: they
 //! clone the `Arc` of the last committed [`Record`].
 
+mod configurations;
 mod error;
+mod jobs;
 mod methods;
+mod query;
 mod registry;
 mod sessions;
 mod twins;
@@ -25,8 +28,18 @@ use twinhub_store::{Batch, Store, Table};
 
 use crate::metrics::Metrics;
 
+pub use configurations::{
+    Configuration, ConfigurationError, ConfigurationStatus, MAX_METRICS, SystemMetrics,
+    compile_metric_query, compile_target_condition,
+};
 pub use error::HubError;
+pub use jobs::{
+    DeviceJob, DeviceJobError, DeviceJobStatus, DeviceMethodResponse, Job, JobAction, JobFilter,
+    JobLimits, JobSpec, JobStatistics, JobStatus, JobType, JobView, MAX_EXECUTION_SECS,
+    SectionChange,
+};
 pub use methods::{MethodCall, MethodOutcome};
+pub use query::{ItemType, Page};
 pub use registry::{BulkOutcome, IdentitySpec, RegistryStatistics};
 pub use sessions::Subscriptions;
 pub(crate) use sessions::{Outbound, Session, SessionGuard};
@@ -79,6 +92,13 @@ impl std::fmt::Display for IdentityKey {
 pub struct Record {
     pub identity: Identity,
     pub twin: Twin,
+    /// The automatic configurations targeting this twin, and whether they applied content.
+    #[serde(default)]
+    pub configurations: BTreeMap<String, ConfigurationStatus>,
+    /// Which configuration wrote each desired path (dotted, below `properties.desired`), so its
+    /// value can be removed when the configuration stops owning it.
+    #[serde(default)]
+    pub configured_paths: BTreeMap<String, String>,
 }
 
 /// Connection bookkeeping. Not persisted: after a restart every device is disconnected.
@@ -146,6 +166,12 @@ pub struct HubSettings {
     /// Clock skew tolerated when checking SAS expiry.
     pub sas_skew_secs: u64,
     pub max_modules_per_device: usize,
+    /// Most configurations the hub accepts (Azure: 100).
+    pub max_configurations: usize,
+    /// Twins per second a configuration change re-evaluates in the background.
+    pub configuration_twins_per_second: u32,
+    /// Limits on scheduled jobs.
+    pub jobs: JobLimits,
 }
 
 /// A cheap handle to the hub; clone it freely.
@@ -160,6 +186,8 @@ pub(crate) struct Inner {
     /// Serialises creating and deleting identities, so existence checks and the durable write agree.
     structure: tokio::sync::Mutex<()>,
     sessions: sessions::Directory,
+    configurations: configurations::Configurations,
+    jobs: jobs::Jobs,
     metrics: Arc<Metrics>,
 }
 
@@ -198,13 +226,12 @@ impl Hub {
                         HubError::Storage(format!("access policies are unreadable: {e}"))
                     })?;
                 let mut changed = false;
-                if let Some(key) = owner_key {
-                    if let Some(owner) = policies.iter_mut().find(|p| p.name == "iothubowner") {
-                        if owner.primary_key != key {
-                            owner.primary_key = key.to_owned();
-                            changed = true;
-                        }
-                    }
+                if let Some(key) = owner_key
+                    && let Some(owner) = policies.iter_mut().find(|p| p.name == "iothubowner")
+                    && owner.primary_key != key
+                {
+                    owner.primary_key = key.to_owned();
+                    changed = true;
                 }
                 (policies, changed)
             }
@@ -222,6 +249,12 @@ impl Hub {
             None
         };
         let sessions = sessions::Directory::load(store.as_ref())?;
+        let configurations = configurations::Configurations::load(
+            store.as_ref(),
+            settings.max_configurations,
+            settings.configuration_twins_per_second,
+        )?;
+        let (jobs, pending) = jobs::Jobs::load(store.as_ref(), settings.jobs, pending)?;
         metrics.devices_registered.set(entries.len() as i64);
         let hub = Hub(Arc::new(Inner {
             settings,
@@ -230,6 +263,8 @@ impl Hub {
             entries: RwLock::new(entries),
             structure: tokio::sync::Mutex::new(()),
             sessions,
+            configurations,
+            jobs,
             metrics,
         }));
         Ok((hub, pending))

@@ -57,12 +57,12 @@ impl IdentitySpec {
             ids::validate_module_id(module_id)
                 .map_err(|e| HubError::InvalidArgument(format!("invalid moduleId: {e}")))?;
         }
-        if let Some(reason) = &self.status_reason {
-            if reason.chars().count() > 128 {
-                return Err(HubError::InvalidArgument(
-                    "statusReason is longer than 128 characters".into(),
-                ));
-            }
+        if let Some(reason) = &self.status_reason
+            && reason.chars().count() > 128
+        {
+            return Err(HubError::InvalidArgument(
+                "statusReason is longer than 128 characters".into(),
+            ));
         }
         Ok(())
     }
@@ -137,7 +137,7 @@ impl Hub {
     /// Creates a device or module; fails if it exists.
     pub async fn create_identity(&self, spec: IdentitySpec) -> Result<Arc<Record>, HubError> {
         spec.validate()?;
-        let _structure = self.0.structure.lock().await;
+        let structure = self.0.structure.lock().await;
         let record = self.new_record(&spec)?;
         let mut batch = Batch::new();
         batch.put(Table::Registry, spec.key.store_key(), encode(&record)?);
@@ -152,9 +152,11 @@ impl Hub {
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.key, entry);
+            .insert(spec.key.clone(), entry);
         self.count_registered();
-        Ok(record)
+        drop(structure);
+        self.reconcile_after_write(&spec.key).await;
+        Ok(self.entry(&spec.key).map_or(record, |e| e.record()))
     }
 
     /// Checks that `spec` may be created now and builds its record.
@@ -193,6 +195,8 @@ impl Hub {
         Ok(Record {
             identity,
             twin: Twin::new(now),
+            configurations: Default::default(),
+            configured_paths: Default::default(),
         })
     }
 
@@ -338,7 +342,7 @@ impl Hub {
 
     /// Creates many identities with one durable write. Each spec succeeds or fails on its own.
     pub async fn create_identities(&self, specs: Vec<IdentitySpec>) -> Vec<BulkOutcome> {
-        let _structure = self.0.structure.lock().await;
+        let structure = self.0.structure.lock().await;
         let mut outcomes = Vec::with_capacity(specs.len());
         let mut accepted = Vec::new();
         let mut batch = Batch::new();
@@ -382,12 +386,18 @@ impl Hub {
             }
             return outcomes;
         }
-        let mut entries = self.0.entries.write().unwrap_or_else(|e| e.into_inner());
-        for (key, record) in accepted {
-            entries.insert(key, Entry::new(record));
+        let keys: Vec<IdentityKey> = accepted.iter().map(|(key, _)| key.clone()).collect();
+        {
+            let mut entries = self.0.entries.write().unwrap_or_else(|e| e.into_inner());
+            for (key, record) in accepted {
+                entries.insert(key, Entry::new(record));
+            }
         }
-        drop(entries);
         self.count_registered();
+        drop(structure);
+        for key in &keys {
+            self.reconcile_after_write(key).await;
+        }
         outcomes
     }
 

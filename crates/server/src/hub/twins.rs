@@ -10,8 +10,20 @@ use super::{Hub, HubError, IdentityKey, IfMatch, Record};
 
 impl Hub {
     /// Applies a service-side update (tags and/or desired, patch or replace). Connected devices
-    /// subscribed to desired patches are notified before this returns.
+    /// subscribed to desired patches are notified, and configurations re-evaluated for the twin,
+    /// before this returns.
     pub async fn update_twin(
+        &self,
+        key: &IdentityKey,
+        update: ServiceUpdate,
+        if_match: &IfMatch,
+    ) -> Result<Arc<Record>, HubError> {
+        let written = self.write_twin(key, update, if_match).await?;
+        self.reconcile_after_write(key).await;
+        Ok(self.entry(key).map_or(written, |e| e.record()))
+    }
+
+    async fn write_twin(
         &self,
         key: &IdentityKey,
         update: ServiceUpdate,
@@ -41,8 +53,19 @@ impl Hub {
         Ok(record)
     }
 
-    /// Merges a device's reported patch; returns the new reported `$version`.
+    /// Merges a device's reported patch; returns the new reported `$version`. Configurations
+    /// whose targets read reported properties are re-evaluated for the twin.
     pub async fn patch_reported(
+        &self,
+        key: &IdentityKey,
+        patch: &Map<String, Value>,
+    ) -> Result<i64, HubError> {
+        let version = self.write_reported(key, patch).await?;
+        self.reconcile_after_write(key).await;
+        Ok(version)
+    }
+
+    async fn write_reported(
         &self,
         key: &IdentityKey,
         patch: &Map<String, Value>,

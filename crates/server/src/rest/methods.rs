@@ -20,7 +20,12 @@ const CONNECT_TIMEOUT_MAX: i64 = 300;
 const MAX_PAYLOAD: usize = 128 * 1024;
 
 fn method_call(body: &[u8]) -> Result<MethodCall, ApiError> {
-    let request: MethodInvocation = parse_body(body)?;
+    validate_method_call(parse_body(body)?)
+}
+
+/// Checks a method invocation against Azure's rules (name, timeouts, payload size); scheduled
+/// method jobs use it too.
+pub(super) fn validate_method_call(request: MethodInvocation) -> Result<MethodCall, ApiError> {
     if !is_valid_method_name(&request.method_name) {
         return Err(ApiError::new(
             ErrorCode::ArgumentInvalid,

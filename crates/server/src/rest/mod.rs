@@ -1,8 +1,11 @@
 //! The service REST API (and the WebSocket door to the device endpoint), as one axum router.
 
+mod configurations;
 mod convert;
 mod error;
+mod jobs;
 mod methods;
+mod query;
 mod registry;
 mod twins;
 
@@ -99,6 +102,24 @@ fn routes(state: AppState) -> Router {
             "/twins/{device_id}/modules/{module_id}/methods",
             post(methods::invoke_module_method),
         )
+        .route("/devices/query", post(query::query_devices))
+        .route("/configurations", get(configurations::list_configurations))
+        .route(
+            "/configurations/testQueries",
+            post(configurations::test_queries),
+        )
+        .route(
+            "/configurations/{configuration_id}",
+            get(configurations::get_configuration)
+                .put(configurations::put_configuration)
+                .delete(configurations::delete_configuration),
+        )
+        .route("/jobs/v2/query", get(jobs::query_jobs))
+        .route(
+            "/jobs/v2/{job_id}",
+            get(jobs::get_job).put(jobs::create_job),
+        )
+        .route("/jobs/v2/{job_id}/cancel", post(jobs::cancel_job))
         .route("/$iothub/websocket", get(websocket))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -110,6 +131,9 @@ fn routes(state: AppState) -> Router {
 fn required_permission(method: &Method, segments: &[&str]) -> Option<(Permissions, &'static str)> {
     match segments.first().copied() {
         Some("$iothub") => None,
+        Some("devices") if segments.get(1) == Some(&"query") => {
+            Some((Permissions::SERVICE_CONNECT, "ServiceConnect"))
+        }
         Some("devices") if method == Method::GET => {
             Some((Permissions::REGISTRY_READ, "RegistryRead"))
         }

@@ -40,7 +40,7 @@ pub(super) async fn list_devices(
         .hub
         .list_devices(top)
         .iter()
-        .map(|(record, presence)| convert::device_dto(record, presence))
+        .map(|(record, presence)| crate::shape::device_dto(record, presence))
         .collect();
     json(StatusCode::OK, &devices)
 }
@@ -52,7 +52,7 @@ pub(super) async fn get_device(
     let (record, presence) = state.hub.get_identity(&IdentityKey::device(device_id))?;
     Ok(json(
         StatusCode::OK,
-        &convert::device_dto(&record, &presence),
+        &crate::shape::device_dto(&record, &presence),
     ))
 }
 
@@ -77,7 +77,7 @@ pub(super) async fn put_device(
         .unwrap_or((record.clone(), Default::default()));
     Ok(json(
         StatusCode::OK,
-        &convert::device_dto(&record, &presence),
+        &crate::shape::device_dto(&record, &presence),
     ))
 }
 
@@ -101,7 +101,7 @@ pub(super) async fn list_modules(
         .hub
         .list_modules(&device_id)?
         .iter()
-        .map(|(record, presence)| convert::module_dto(record, presence))
+        .map(|(record, presence)| crate::shape::module_dto(record, presence))
         .collect();
     Ok(json(StatusCode::OK, &modules))
 }
@@ -115,7 +115,7 @@ pub(super) async fn get_module(
         .get_identity(&IdentityKey::module(device_id, module_id))?;
     Ok(json(
         StatusCode::OK,
-        &convert::module_dto(&record, &presence),
+        &crate::shape::module_dto(&record, &presence),
     ))
 }
 
@@ -140,7 +140,7 @@ pub(super) async fn put_module(
         .hub
         .get_identity(&key)
         .unwrap_or((record.clone(), Default::default()));
-    Ok(json(status, &convert::module_dto(&record, &presence)))
+    Ok(json(status, &crate::shape::module_dto(&record, &presence)))
 }
 
 pub(super) async fn delete_module(

@@ -12,7 +12,10 @@ use crate::hub::{IdentityKey, IfMatch};
 
 fn read(state: &AppState, key: &IdentityKey) -> Result<Response, ApiError> {
     let (record, presence) = state.hub.get_identity(key)?;
-    Ok(json(StatusCode::OK, &convert::twin_dto(&record, &presence)))
+    Ok(json(
+        StatusCode::OK,
+        &crate::shape::twin_dto(&record, &presence),
+    ))
 }
 
 async fn write(

@@ -1,0 +1,9 @@
+//! Behaviour of the query language through its public API.
+
+mod aggregates;
+mod errors;
+mod examples;
+mod fixtures;
+mod logic;
+mod ordering;
+mod properties;
