@@ -50,6 +50,12 @@ pub(crate) struct ServeArgs {
     /// Devices per second scheduled jobs process, over all jobs together [default: 1000]
     #[arg(long, env = "TWINHUB_JOB_DEVICES_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     job_devices_per_second: Option<u32>,
+    /// Most automatic device management configurations the hub accepts [default: 100]
+    #[arg(long, env = "TWINHUB_MAX_CONFIGURATIONS")]
+    max_configurations: Option<u32>,
+    /// Twins per second re-evaluated after a configuration changes [default: 20000]
+    #[arg(long, env = "TWINHUB_CONFIGURATION_TWINS_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
+    configuration_twins_per_second: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, ValueEnum)]
@@ -76,6 +82,8 @@ struct FileSettings {
     log_format: Option<LogFormat>,
     max_concurrent_jobs: Option<u32>,
     job_devices_per_second: Option<u32>,
+    max_configurations: Option<u32>,
+    configuration_twins_per_second: Option<u32>,
 }
 
 fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
@@ -120,6 +128,19 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(HubConfig, LogFormat)> {
     if let Some(jobs) = args.max_concurrent_jobs.or(file.max_concurrent_jobs) {
         anyhow::ensure!(jobs >= 1, "max_concurrent_jobs must be at least 1");
         config.max_concurrent_jobs = usize::try_from(jobs)?;
+    }
+    if let Some(max) = args.max_configurations.or(file.max_configurations) {
+        config.max_configurations = usize::try_from(max)?;
+    }
+    if let Some(rate) = args
+        .configuration_twins_per_second
+        .or(file.configuration_twins_per_second)
+    {
+        anyhow::ensure!(
+            rate >= 1,
+            "configuration_twins_per_second must be at least 1"
+        );
+        config.configuration_twins_per_second = rate;
     }
     if let Some(rate) = args.job_devices_per_second.or(file.job_devices_per_second) {
         anyhow::ensure!(rate >= 1, "job_devices_per_second must be at least 1");
@@ -197,7 +218,7 @@ mod tests {
         std::fs::write(
             &file,
             "hostname = \"hub.example\"\nmqtt_port = 18883\nhttps_port = 10443\n\
-             max_concurrent_jobs = 3\njob_devices_per_second = 50\n",
+             max_concurrent_jobs = 3\njob_devices_per_second = 50\nmax_configurations = 7\n",
         )
         .expect("write");
         let args = ServeArgs {
@@ -212,6 +233,8 @@ mod tests {
         assert_eq!(config.https_addr.port(), 20443);
         assert_eq!(config.data_dir, PathBuf::from("twinhub-data"));
         assert_eq!(config.max_concurrent_jobs, 3);
+        assert_eq!(config.max_configurations, 7);
+        assert_eq!(config.configuration_twins_per_second, 20_000);
         assert_eq!(config.job_devices_per_second, 75);
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
