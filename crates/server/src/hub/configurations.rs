@@ -424,14 +424,7 @@ impl Hub {
     /// at most a second at the sweep rate (so the caller reads the result at once), otherwise
     /// in the background at that rate.
     async fn apply_configuration_change(&self) {
-        let keys: Vec<IdentityKey> = self
-            .0
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let keys = self.identity_keys();
         if keys.len() > self.0.configurations.twins_per_second as usize {
             self.0.configurations.sweep.notify_one();
             return;
@@ -551,14 +544,7 @@ impl Hub {
                 () = shutdown.cancelled() => return,
                 () = self.0.configurations.sweep.notified() => {}
             }
-            let keys: Vec<IdentityKey> = self
-                .0
-                .entries
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .keys()
-                .cloned()
-                .collect();
+            let keys = self.identity_keys();
             for chunk in keys.chunks(batch) {
                 for key in chunk {
                     self.reconcile_after_write(key).await;

@@ -287,6 +287,12 @@ impl Hub {
         Arc::clone(&self.0.policies.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Every registered identity's key, as of now.
+    pub(crate) fn identity_keys(&self) -> Vec<IdentityKey> {
+        let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries.keys().cloned().collect()
+    }
+
     pub(crate) fn entry(&self, key: &IdentityKey) -> Option<Arc<Entry>> {
         self.0
             .entries

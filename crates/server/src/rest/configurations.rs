@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use twinhub_core::time::Timestamp;
 use twinhub_protocol::error::ErrorCode;
@@ -15,12 +14,8 @@ use twinhub_protocol::rest::{
     ConfigurationQueriesTestInput, ConfigurationQueriesTestResponse,
 };
 
-use super::{ApiError, AppState, json, parse_body};
+use super::{ApiError, AppState, Top, if_match, json, parse_body};
 use crate::hub::{Configuration, Hub, IfMatch, MAX_METRICS};
-
-fn if_match(headers: &HeaderMap) -> IfMatch {
-    IfMatch::from_header(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
-}
 
 /// Azure's rule for configuration ids: lowercase letters, digits and `-+%_*!'`, at most 128.
 fn validate_id(id: &str) -> Result<(), ApiError> {
@@ -181,20 +176,11 @@ pub(super) async fn get_configuration(
     Ok(json(StatusCode::OK, &dto(&state.hub, &configuration)))
 }
 
-#[derive(Deserialize)]
-pub(super) struct Top {
-    top: Option<i64>,
-}
-
 pub(super) async fn list_configurations(
     State(state): State<AppState>,
     Query(query): Query<Top>,
 ) -> Response {
-    let top = query
-        .top
-        .and_then(|t| usize::try_from(t).ok())
-        .filter(|t| *t > 0)
-        .unwrap_or(usize::MAX);
+    let top = query.within(usize::MAX);
     let all: Vec<ConfigurationDto> = state
         .hub
         .configurations()

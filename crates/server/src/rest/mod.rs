@@ -222,6 +222,27 @@ async fn websocket(
         }))
 }
 
+/// The request's `If-Match` precondition.
+pub(crate) fn if_match(headers: &HeaderMap) -> crate::hub::IfMatch {
+    crate::hub::IfMatch::from_header(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
+}
+
+/// The `top` query parameter of list endpoints.
+#[derive(serde::Deserialize)]
+pub(crate) struct Top {
+    top: Option<i64>,
+}
+
+impl Top {
+    /// `top` when it is within 1..=max, else `max` (Azure's rule for `GET /devices`).
+    pub(crate) fn within(&self, max: usize) -> usize {
+        self.top
+            .and_then(|t| usize::try_from(t).ok())
+            .filter(|t| (1..=max).contains(t))
+            .unwrap_or(max)
+    }
+}
+
 /// A JSON response with the content type every SDK insists on.
 pub(crate) fn json(status: StatusCode, value: &impl Serialize) -> Response {
     match serde_json::to_vec(value) {

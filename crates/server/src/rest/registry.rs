@@ -2,9 +2,8 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
 use twinhub_protocol::error::ErrorCode;
 use twinhub_protocol::rest::{
     BulkRegistryOperationResult, DeviceDto, DeviceRegistryOperationError, ExportImportDevice,
@@ -12,17 +11,8 @@ use twinhub_protocol::rest::{
 };
 
 use super::convert;
-use super::{ApiError, AppState, json, parse_body};
+use super::{ApiError, AppState, Top, if_match, json, parse_body};
 use crate::hub::{IdentityKey, IfMatch};
-
-fn if_match(headers: &HeaderMap) -> IfMatch {
-    IfMatch::from_header(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()))
-}
-
-#[derive(Deserialize)]
-pub(super) struct Top {
-    top: Option<i64>,
-}
 
 /// Azure's rule: `top` outside 1..=1000 means 1000.
 const MAX_TOP: usize = 1000;
@@ -31,11 +21,7 @@ pub(super) async fn list_devices(
     State(state): State<AppState>,
     Query(query): Query<Top>,
 ) -> Response {
-    let top = query
-        .top
-        .and_then(|t| usize::try_from(t).ok())
-        .filter(|t| (1..=MAX_TOP).contains(t))
-        .unwrap_or(MAX_TOP);
+    let top = query.within(MAX_TOP);
     let devices: Vec<DeviceDto> = state
         .hub
         .list_devices(top)

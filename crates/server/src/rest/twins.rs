@@ -2,13 +2,13 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use twinhub_protocol::rest::TwinUpdateRequest;
 
 use super::convert::{self, UpdateKind};
-use super::{ApiError, AppState, json, parse_body};
-use crate::hub::{IdentityKey, IfMatch};
+use super::{ApiError, AppState, if_match, json, parse_body};
+use crate::hub::IdentityKey;
 
 fn read(state: &AppState, key: &IdentityKey) -> Result<Response, ApiError> {
     let (record, presence) = state.hub.get_identity(key)?;
@@ -27,8 +27,7 @@ async fn write(
 ) -> Result<Response, ApiError> {
     let request: TwinUpdateRequest = parse_body(body)?;
     let update = convert::twin_update(&request, kind)?;
-    let precondition =
-        IfMatch::from_header(headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()));
+    let precondition = if_match(headers);
     state.hub.update_twin(&key, update, &precondition).await?;
     read(state, &key)
 }

@@ -123,6 +123,24 @@ impl JobState {
         Ok(())
     }
 
+    /// Moves every device still pending through `change` (a cancel, or the deadline passing).
+    fn change_pending(
+        &mut self,
+        batch: &mut Batch,
+        mut change: impl FnMut(&mut DeviceJob),
+    ) -> Result<(), HubError> {
+        let pending: Vec<String> = self
+            .devices
+            .values()
+            .filter(|d| d.status == DeviceJobStatus::Pending)
+            .map(|d| d.device_id.clone())
+            .collect();
+        for device_id in pending {
+            self.change_device(&device_id, batch, &mut change)?;
+        }
+        Ok(())
+    }
+
     fn put_job(&self, batch: &mut Batch) -> Result<(), HubError> {
         batch.put(
             Table::Jobs,
@@ -356,17 +374,9 @@ impl Hub {
                 }
                 state.job.finish(JobStatus::Cancelled, now);
                 state.put_job(batch)?;
-                let pending: Vec<String> = state
-                    .devices
-                    .values()
-                    .filter(|d| d.status == DeviceJobStatus::Pending)
-                    .map(|d| d.device_id.clone())
-                    .collect();
-                for device_id in pending {
-                    state.change_device(&device_id, batch, |device| {
-                        device.finish(DeviceJobStatus::Canceled, None, None, now);
-                    })?;
-                }
+                state.change_pending(batch, |device| {
+                    device.finish(DeviceJobStatus::Canceled, None, None, now);
+                })?;
                 state.cancelled.cancel();
                 Ok(true)
             })?

@@ -328,42 +328,40 @@ impl Hub {
     /// Marks the job done: past its deadline, devices still pending fail.
     async fn finish_job(&self, job_id: &str, expired: bool) -> Result<(), HubError> {
         let now = Timestamp::now();
-        let Some(((), commit)) = self
-            .jobs()
-            .update(self.0.store.as_ref(), job_id, |state, batch| {
-                if state.job.status != JobStatus::Running {
-                    return Ok(());
-                }
-                if expired {
-                    let method_job = matches!(state.job.action, JobAction::DeviceMethod { .. });
-                    let pending: Vec<String> = state
-                        .devices
-                        .values()
-                        .filter(|d| d.status == DeviceJobStatus::Pending)
-                        .map(|d| d.device_id.clone())
-                        .collect();
-                    for device_id in pending {
-                        state.change_device(&device_id, batch, |device| {
-                            let error = device.error.take().unwrap_or_else(|| {
-                                if method_job {
-                                    DeviceJobError {
-                                        code: "DeviceNotOnline".into(),
-                                        description: "the device did not connect before the job's maximum execution time".into(),
-                                    }
-                                } else {
-                                    DeviceJobError {
-                                        code: "MaxExecutionTimeExceeded".into(),
-                                        description: "the job's maximum execution time passed before the device was processed".into(),
-                                    }
-                                }
-                            });
+        let Some(((), commit)) =
+            self.jobs()
+                .update(self.0.store.as_ref(), job_id, |state, batch| {
+                    if state.job.status != JobStatus::Running {
+                        return Ok(());
+                    }
+                    if expired {
+                        let method_job = matches!(state.job.action, JobAction::DeviceMethod { .. });
+                        let deadline_error = if method_job {
+                            DeviceJobError {
+                                code: "DeviceNotOnline".into(),
+                                description: "the device did not connect before the job's \
+                                          maximum execution time"
+                                    .into(),
+                            }
+                        } else {
+                            DeviceJobError {
+                                code: "MaxExecutionTimeExceeded".into(),
+                                description: "the job's maximum execution time passed before the \
+                                          device was processed"
+                                    .into(),
+                            }
+                        };
+                        state.change_pending(batch, |device| {
+                            let error = device
+                                .error
+                                .take()
+                                .unwrap_or_else(|| deadline_error.clone());
                             device.finish(DeviceJobStatus::Failed, None, Some(error), now);
                         })?;
                     }
-                }
-                state.job.finish(JobStatus::Completed, now);
-                state.put_job(batch)
-            })?
+                    state.job.finish(JobStatus::Completed, now);
+                    state.put_job(batch)
+                })?
         else {
             return Ok(());
         };
