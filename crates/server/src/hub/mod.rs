@@ -124,6 +124,9 @@ pub(crate) struct Entry {
     record: RwLock<Arc<Record>>,
     deleted: AtomicBool,
     presence: Mutex<Presence>,
+    /// The twin document queries run over, built on first use after each change, so a query
+    /// does not serialise every twin again.
+    document: Mutex<Option<Arc<serde_json::Value>>>,
 }
 
 impl Entry {
@@ -133,6 +136,7 @@ impl Entry {
             record: RwLock::new(Arc::new(record)),
             deleted: AtomicBool::new(false),
             presence: Mutex::new(Presence::default()),
+            document: Mutex::new(None),
         })
     }
 
@@ -143,6 +147,7 @@ impl Entry {
     fn set_record(&self, record: Record) -> Arc<Record> {
         let record = Arc::new(record);
         *self.record.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&record);
+        self.forget_document();
         record
     }
 
@@ -151,7 +156,34 @@ impl Entry {
     }
 
     fn update_presence(&self, f: impl FnOnce(&mut Presence)) {
-        f(&mut self.presence.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        let before = *presence;
+        f(&mut presence);
+        // Only connection state and last activity are in the document; a ping that changes
+        // neither (same clock tick) keeps it.
+        if presence.connected != before.connected || presence.last_activity != before.last_activity
+        {
+            self.forget_document();
+        }
+    }
+
+    fn forget_document(&self) {
+        *self.document.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The twin document (the REST twin shape), cached until the record or presence changes.
+    pub(crate) fn document(&self) -> Arc<serde_json::Value> {
+        let mut cached = self.document.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(document) = cached.as_ref() {
+            return Arc::clone(document);
+        }
+        let record = self.record();
+        let document = Arc::new(
+            serde_json::to_value(crate::shape::twin_dto(&record, &self.presence()))
+                .unwrap_or(serde_json::Value::Null),
+        );
+        *cached = Some(Arc::clone(&document));
+        document
     }
 
     fn is_deleted(&self) -> bool {

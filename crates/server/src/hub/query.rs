@@ -64,10 +64,8 @@ const SCAN_CHUNK: usize = 1024;
 
 impl Hub {
     /// The twin document of an identity: exactly what `GET /twins/{id}` returns.
-    pub(crate) fn twin_document(entry: &Entry) -> Value {
-        let record = entry.record();
-        serde_json::to_value(crate::shape::twin_dto(&record, &entry.presence()))
-            .unwrap_or(Value::Null)
+    pub(crate) fn twin_document(entry: &Entry) -> Arc<Value> {
+        entry.document()
     }
 
     /// Identities of one kind (devices, or modules) in key order, from just after `after`.
@@ -171,7 +169,7 @@ impl Hub {
                         true
                     },
                 );
-                query.execute(docs.iter())
+                query.execute(docs.iter().map(Arc::as_ref))
             }
         };
         let offset = token.offset.unwrap_or(0).min(rows.len());
