@@ -2,6 +2,7 @@
 //! driven by raw MQTT (our codec over rustls) and raw HTTPS, plus the `twinhub` binary itself.
 
 mod durability;
+mod fleet;
 mod identities;
 mod methods;
 mod metrics;
