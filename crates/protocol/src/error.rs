@@ -86,6 +86,8 @@ error_codes! {
     DeviceConnectionClosedRemotely = 404104,
     /// The configuration does not exist.
     ConfigurationNotFound = 404301,
+    /// The firmware package does not exist (twinhub extension: firmware hosting).
+    FirmwarePackageNotFound = 404901,
     /// A device with this id already exists.
     DeviceAlreadyExists = 409001,
     /// A job with this id already exists.
@@ -94,6 +96,8 @@ error_codes! {
     ModuleAlreadyExistsOnDevice = 409301,
     /// A configuration with this id already exists.
     ConfigurationAlreadyExists = 409401,
+    /// A firmware package with this id already exists; packages are immutable (twinhub extension).
+    FirmwarePackageAlreadyExists = 409901,
     /// The `If-Match` etag does not match.
     PreconditionFailed = 412001,
     /// The lock token of a cloud-to-device message has expired.
@@ -106,6 +110,8 @@ error_codes! {
     TooManyModulesOnDevice = 413003,
     /// The hub holds the maximum number of configurations.
     ConfigurationCountLimitExceeded = 413101,
+    /// The requested byte range lies beyond the end of the content (twinhub extension).
+    RangeNotSatisfiable = 416001,
     /// The request was throttled.
     ThrottlingException = 429001,
     /// The throttling backlog is full.

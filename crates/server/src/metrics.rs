@@ -63,6 +63,8 @@ pub struct Metrics {
     pub twin_reads: Counter,
     pub twin_updates: Counter,
     pub telemetry_messages: Counter,
+    /// Firmware package downloads answered (whole or ranged).
+    pub firmware_downloads: Counter,
     /// Label: outcome (`ok`, `device_not_online`, `timeout`, `error`).
     pub method_calls: LabeledCounter,
     /// Label: transport (`mqtt`, `https`).
@@ -108,6 +110,11 @@ impl Metrics {
             "twinhub_telemetry_messages_total",
             "Device-to-cloud messages accepted.",
             self.telemetry_messages.get(),
+        );
+        counter(
+            "twinhub_firmware_downloads_total",
+            "Firmware package downloads answered (whole or ranged).",
+            self.firmware_downloads.get(),
         );
         let labeled =
             |out: &mut String, name: &str, help: &str, label: &str, counter: &LabeledCounter| {

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use twinhub_store::{RedbStore, Store};
 
-use crate::hub::{Hub, HubError, HubSettings, JobLimits};
+use crate::hub::{FirmwareSettings, Hub, HubError, HubSettings, JobLimits};
 use crate::metrics::Metrics;
 use crate::rest::{self, AppState, PeerCertificate};
 use crate::tls::{Pki, TlsError};
@@ -45,6 +45,8 @@ pub struct HubConfig {
     pub max_concurrent_jobs: usize,
     /// Devices per second scheduled jobs process, over all jobs together.
     pub job_devices_per_second: u32,
+    /// The largest firmware package accepted, in bytes.
+    pub max_firmware_size: u64,
 }
 
 impl HubConfig {
@@ -64,6 +66,7 @@ impl HubConfig {
             configuration_twins_per_second: 20_000,
             max_concurrent_jobs: 10,
             job_devices_per_second: 1000,
+            max_firmware_size: 512 * 1024 * 1024,
         }
     }
 }
@@ -169,6 +172,13 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
     let metrics_addr = metrics_listener
         .as_ref()
         .map(|l| local(l, l.local_addr().unwrap_or(config.https_addr)));
+    // Download URLs name the port actually bound, which differs from the configured 0 in tests.
+    hub.host_firmware(FirmwareSettings {
+        dir: data_dir.join("firmware"),
+        max_size: config.max_firmware_size,
+        https_port: https_addr.port(),
+    })
+    .await?;
 
     let owner_key = hub
         .policies()

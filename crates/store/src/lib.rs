@@ -30,17 +30,20 @@ pub enum Table {
     Jobs,
     /// Per-device records of scheduled jobs.
     DeviceJobs,
+    /// Metadata of hosted firmware packages (their bytes are files beside the store).
+    Firmware,
 }
 
 impl Table {
     /// Every table, in declaration order (so `Table::ALL[t as usize] == t`).
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Registry,
         Table::Sessions,
         Table::Settings,
         Table::Configurations,
         Table::Jobs,
         Table::DeviceJobs,
+        Table::Firmware,
     ];
 
     /// The table's stable on-disk name.
@@ -52,6 +55,7 @@ impl Table {
             Table::Configurations => "configurations",
             Table::Jobs => "jobs",
             Table::DeviceJobs => "device-jobs",
+            Table::Firmware => "firmware",
         }
     }
 }

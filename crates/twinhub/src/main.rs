@@ -1,5 +1,6 @@
 //! The `twinhub` command.
 
+mod cli;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -19,18 +20,19 @@ struct Cli {
 enum Command {
     /// Run the hub: MQTT devices on --mqtt-port, the service REST API and MQTT over WebSockets on --https-port.
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    BackEnd(cli::BackEndCommand),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("twinhub: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+    match Cli::parse().command {
+        Command::Serve(args) => match serve::run(args) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("twinhub: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+        Command::BackEnd(command) => cli::run(command),
     }
 }

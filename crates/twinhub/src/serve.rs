@@ -56,6 +56,9 @@ pub(crate) struct ServeArgs {
     /// Twins per second re-evaluated after a configuration changes [default: 20000]
     #[arg(long, env = "TWINHUB_CONFIGURATION_TWINS_PER_SECOND", value_parser = clap::value_parser!(u32).range(1..))]
     configuration_twins_per_second: Option<u32>,
+    /// Largest firmware package accepted, in bytes; a larger upload is refused (413) [default: 536870912, 512 MiB]
+    #[arg(long, env = "TWINHUB_MAX_FIRMWARE_SIZE", value_parser = clap::value_parser!(u64).range(1..))]
+    max_firmware_size: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, ValueEnum)]
@@ -84,6 +87,7 @@ struct FileSettings {
     job_devices_per_second: Option<u32>,
     max_configurations: Option<u32>,
     configuration_twins_per_second: Option<u32>,
+    max_firmware_size: Option<u64>,
 }
 
 fn read_file_settings(path: &Path) -> anyhow::Result<FileSettings> {
@@ -145,6 +149,10 @@ fn resolve(args: ServeArgs) -> anyhow::Result<(HubConfig, LogFormat)> {
     if let Some(rate) = args.job_devices_per_second.or(file.job_devices_per_second) {
         anyhow::ensure!(rate >= 1, "job_devices_per_second must be at least 1");
         config.job_devices_per_second = rate;
+    }
+    if let Some(max) = args.max_firmware_size.or(file.max_firmware_size) {
+        anyhow::ensure!(max >= 1, "max_firmware_size must be at least 1");
+        config.max_firmware_size = max;
     }
     let log_format = args.log_format.or(file.log_format).unwrap_or_default();
     Ok((config, log_format))
@@ -255,6 +263,34 @@ mod tests {
         .expect_err("fails");
         assert!(
             format!("{error:#}").contains("max_concurrent_jobs"),
+            "{error:#}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn max_firmware_size_defaults_to_512_mib_and_comes_from_the_file() {
+        let (config, _) = resolve(ServeArgs::default()).expect("resolves");
+        assert_eq!(config.max_firmware_size, 512 * 1024 * 1024);
+        let dir =
+            std::env::temp_dir().join(format!("twinhub-config-firmware-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("twinhub.toml");
+        std::fs::write(&file, "max_firmware_size = 1048576\n").expect("write");
+        let (config, _) = resolve(ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .expect("resolves");
+        assert_eq!(config.max_firmware_size, 1_048_576);
+        std::fs::write(&file, "max_firmware_size = 0\n").expect("write");
+        let error = resolve(ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        })
+        .expect_err("zero is refused");
+        assert!(
+            format!("{error:#}").contains("max_firmware_size"),
             "{error:#}"
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");

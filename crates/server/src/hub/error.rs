@@ -45,6 +45,14 @@ pub enum HubError {
     JobAlreadyExists(String),
     #[error("the hub already has the maximum of {0} active jobs")]
     TooManyActiveJobs(usize),
+    #[error("firmware package {0} does not exist")]
+    FirmwareNotFound(String),
+    #[error("firmware package {0} already exists; packages cannot be replaced, upload a new id")]
+    FirmwareAlreadyExists(String),
+    #[error("the firmware package exceeds the limit of {0} bytes")]
+    FirmwareTooLarge(u64),
+    #[error("this hub does not host firmware packages")]
+    FirmwareNotHosted,
     #[error("storage failure: {0}")]
     Storage(String),
 }

@@ -8,6 +8,7 @@
 
 mod configurations;
 mod error;
+mod firmware;
 mod jobs;
 mod methods;
 mod query;
@@ -33,6 +34,7 @@ pub use configurations::{
     compile_metric_query, compile_target_condition,
 };
 pub use error::HubError;
+pub use firmware::{FirmwarePackage, FirmwareSettings};
 pub use jobs::{
     DeviceJob, DeviceJobError, DeviceJobStatus, DeviceMethodResponse, Job, JobAction, JobFilter,
     JobLimits, JobSpec, JobStatistics, JobStatus, JobType, JobView, MAX_EXECUTION_SECS,
@@ -220,6 +222,8 @@ pub(crate) struct Inner {
     sessions: sessions::Directory,
     configurations: configurations::Configurations,
     jobs: jobs::Jobs,
+    /// Set once by [`Hub::host_firmware`].
+    firmware: std::sync::OnceLock<firmware::Firmware>,
     metrics: Arc<Metrics>,
 }
 
@@ -297,6 +301,7 @@ impl Hub {
             sessions,
             configurations,
             jobs,
+            firmware: std::sync::OnceLock::new(),
             metrics,
         }));
         Ok((hub, pending))

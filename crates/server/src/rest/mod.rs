@@ -3,6 +3,7 @@
 mod configurations;
 mod convert;
 mod error;
+mod firmware;
 mod jobs;
 mod methods;
 mod query;
@@ -120,6 +121,14 @@ fn routes(state: AppState) -> Router {
             get(jobs::get_job).put(jobs::create_job),
         )
         .route("/jobs/v2/{job_id}/cancel", post(jobs::cancel_job))
+        .route("/firmware", get(firmware::list))
+        .route(
+            "/firmware/{package_id}",
+            get(firmware::get)
+                .put(firmware::upload)
+                .delete(firmware::delete),
+        )
+        .route("/firmware/{package_id}/content", get(firmware::download))
         .route("/$iothub/websocket", get(websocket))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
@@ -146,7 +155,8 @@ fn required_permission(method: &Method, segments: &[&str]) -> Option<(Permission
 }
 
 /// Every service request carries a SAS token of a shared access policy with the needed
-/// permission. The WebSocket door authenticates the device inside MQTT instead.
+/// permission. The WebSocket door authenticates the device inside MQTT instead; firmware
+/// downloads also accept a device's own SAS token or registered client certificate.
 async fn authorize(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let decoded: Vec<String> = path
@@ -166,7 +176,21 @@ async fn authorize(State(state): State<AppState>, request: Request, next: Next) 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match state.hub.authorize_service(header, &segments, needed, name) {
+    let outcome = if firmware::is_download(request.method(), &segments) {
+        let certificate = request
+            .extensions()
+            .get::<PeerCertificate>()
+            .and_then(|c| c.0.clone());
+        firmware::authorize_download(
+            &state.hub,
+            header,
+            certificate.as_deref().map(Vec::as_slice),
+            &segments,
+        )
+    } else {
+        state.hub.authorize_service(header, &segments, needed, name)
+    };
+    match outcome {
         Ok(()) => next.run(request).await,
         Err(e) => {
             state.hub.metrics().auth_failures.inc("https");
