@@ -168,6 +168,15 @@ impl<S: StateStore> StateCell<S> {
         *current = next;
         Ok(())
     }
+
+    /// Saves `next` unconditionally, for when the stored copy may be gone although the one in
+    /// memory is unchanged.
+    pub(crate) async fn rewrite(&self, next: PersistedState) -> Result<(), StateError> {
+        let mut current = self.current.lock().await;
+        self.store.save(&next).await?;
+        *current = next;
+        Ok(())
+    }
 }
 
 /// What a device's runner shares with its firmware job.
@@ -764,14 +773,13 @@ impl<F: Fetch, A: Actions, S: StateStore, R: Report> Device<F, A, S, R> {
                 .await;
             return Ok(None);
         }
-        // Whatever the reset wiped, the device remembers only that it was reset.
+        // Whatever the reset wiped, the device remembers only that it was reset. Written even
+        // when it equals what is in memory: the wipe may have deleted the state file itself.
         self.shared
             .state
-            .update(|state| {
-                *state = PersistedState {
-                    factory_reset: Some(pending),
-                    ..PersistedState::default()
-                };
+            .rewrite(PersistedState {
+                factory_reset: Some(pending),
+                ..PersistedState::default()
             })
             .await?;
         Ok(Some(Exit::Restart))
@@ -882,6 +890,34 @@ pub(crate) fn replacement(old: &Map<String, Value>, new: &Map<String, Value>) ->
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A factory reset may wipe the directory holding the state file while the state in
+    /// memory already says "reset pending": the marker must be written again all the same.
+    #[tokio::test]
+    async fn state_survives_a_wipe_of_its_own_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = crate::state::FileState::new(dir.path());
+        let cell = StateCell::load(store.clone()).await.expect("loads");
+        let marker = PendingRestart {
+            started: now(),
+            error: None,
+        };
+        let reset = PersistedState {
+            factory_reset: Some(marker),
+            ..PersistedState::default()
+        };
+        cell.rewrite(reset.clone()).await.expect("saves");
+        std::fs::remove_file(store.path()).expect("the wipe deletes the state file");
+        cell.update(|state| *state = reset.clone())
+            .await
+            .expect("no change");
+        assert!(
+            !store.path().exists(),
+            "update skips a save that changes nothing in memory"
+        );
+        cell.rewrite(reset.clone()).await.expect("saves again");
+        assert_eq!(store.load().await.expect("reads back"), reset);
+    }
 
     #[test]
     fn replacement_nulls_what_is_gone_at_every_depth() {
