@@ -859,6 +859,17 @@ impl Settings {
     }
 }
 
+/// The system's trust roots, read once per process: a simulator connecting thousands of
+/// devices would otherwise parse the whole certificate store for each of them.
+pub fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+        roots
+    })
+}
+
 /// Trust roots (the system's plus `ca_pem`) and, for X.509 devices, the client certificate.
 fn tls_config(config: &DeviceConfig) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
     let tls_error = |e: &dyn std::fmt::Display| ConnectError::Tls(e.to_string());
@@ -872,7 +883,7 @@ fn tls_config(config: &DeviceConfig) -> Result<Arc<rustls::ClientConfig>, Connec
             return Err(ConnectError::Tls("ca_pem holds no certificate".to_owned()));
         }
     }
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots.extend(system_roots().roots.iter().cloned());
     if roots.is_empty() {
         return Err(ConnectError::Tls(
             "no trust roots: the system has none and no ca_pem was given".to_owned(),

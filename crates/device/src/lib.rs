@@ -31,7 +31,7 @@ mod transport;
 mod wire;
 
 pub use client::{
-    ConnectionState, DesiredUpdate, DeviceClient, MethodRequest, MethodRequests, Twin,
+    ConnectionState, DesiredUpdate, DeviceClient, MethodRequest, MethodRequests, Twin, system_roots,
 };
 pub use config::{ConfigError, Credential, DeviceConfig, Transport};
 pub use error::{ConnectError, RespondError, SubscribeError, TelemetryError, TwinError};

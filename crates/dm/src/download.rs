@@ -115,8 +115,11 @@ impl HttpFetcher {
         retry_delay: Duration,
     ) -> Result<HttpFetcher, DownloadClientError> {
         let tls = tls_config(config)?;
+        // No idle connections kept: a fleet of simulated devices would otherwise hold a second
+        // socket each after its download, doubling the open files of the process.
         let client = reqwest::Client::builder()
             .use_preconfigured_tls(tls)
+            .pool_max_idle_per_host(0)
             .connect_timeout(IO_TIMEOUT)
             .read_timeout(IO_TIMEOUT)
             .build()
@@ -465,7 +468,7 @@ fn tls_config(config: &DeviceConfig) -> Result<rustls::ClientConfig, DownloadCli
             roots.add(cert)?;
         }
     }
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots.extend(twinhub_device::system_roots().roots.iter().cloned());
     if roots.is_empty() {
         return Err(DownloadClientError::Pem(
             "no trust roots: the system has none and no ca_pem was given".to_owned(),

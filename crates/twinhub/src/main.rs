@@ -1,7 +1,10 @@
 //! The `twinhub` command.
 
+mod agent;
 mod cli;
+mod demo;
 mod serve;
+mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +23,12 @@ struct Cli {
 enum Command {
     /// Run the hub: MQTT devices on --mqtt-port, the service REST API and MQTT over WebSockets on --https-port.
     Serve(serve::ServeArgs),
+    /// Run the device-management agent on this device: reboot, factory reset, configuration and firmware updates through shell commands.
+    Agent(agent::AgentArgs),
+    /// Simulate a fleet of devices in this process, each carrying out every device-management pattern with virtual actions.
+    Simulate(simulate::SimulateArgs),
+    /// A hub, a simulated fleet and a firmware rollout in one command, with no setup.
+    Demo(demo::DemoArgs),
     #[command(flatten)]
     BackEnd(cli::BackEndCommand),
 }
@@ -33,6 +42,9 @@ fn main() -> std::process::ExitCode {
                 std::process::ExitCode::FAILURE
             }
         },
+        Command::Agent(args) => agent::main(&args),
+        Command::Simulate(args) => simulate::main(args),
+        Command::Demo(args) => demo::main(args),
         Command::BackEnd(command) => cli::run(command),
     }
 }

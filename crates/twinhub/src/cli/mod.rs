@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use twinhub_client::ClientError;
 
-pub(crate) use options::HubOptions;
+pub(crate) use options::{HubOptions, Output};
 
 /// The back-end subcommands, flattened into the binary's top-level commands.
 #[derive(Subcommand, Debug)]
@@ -91,7 +91,8 @@ pub(crate) fn run(command: BackEndCommand) -> ExitCode {
     }
 }
 
-async fn dispatch(command: BackEndCommand) -> Result<(), CliError> {
+/// Runs a back-end command on the current runtime (the demo drives the CLI through it).
+pub(crate) async fn dispatch(command: BackEndCommand) -> Result<(), CliError> {
     match command {
         BackEndCommand::Devices(args) => devices::run(args).await,
         BackEndCommand::Twin(args) => twin::run(args).await,

@@ -48,6 +48,16 @@ impl HubOptions {
     /// environment, else from the data directory; the CA from `--ca`, else the data
     /// directory's `ca.pem` when the data directory is in use, else the system's roots.
     pub(crate) fn connect(&self) -> Result<ServiceClient, CliError> {
+        let (connection_string, ca_pem) = self.resolve()?;
+        Ok(ServiceClient::from_connection_string(
+            &connection_string,
+            ca_pem.as_deref(),
+        )?)
+    }
+
+    /// The service connection string and the PEM CA to trust (`None`: the system's roots),
+    /// resolved as [`HubOptions::connect`] describes.
+    pub(crate) fn resolve(&self) -> Result<(String, Option<String>), CliError> {
         let data_dir = self.data_dir.clone().or_else(|| {
             // The default directory is only a fallback for a missing connection string, so a
             // connection string to Azure is never paired with a local CA by accident.
@@ -68,10 +78,7 @@ impl HubOptions {
             (None, Some(dir)) if dir.join("ca.pem").is_file() => Some(read(&dir.join("ca.pem"))?),
             (None, _) => None,
         };
-        Ok(ServiceClient::from_connection_string(
-            connection_string.trim(),
-            ca_pem.as_deref(),
-        )?)
+        Ok((connection_string.trim().to_owned(), ca_pem))
     }
 }
 
