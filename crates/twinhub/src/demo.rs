@@ -80,23 +80,7 @@ pub(crate) enum DemoError {
 
 /// Runs the demo; exit status 1 if a step fails.
 pub(crate) fn main(args: DemoArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(demo(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_to_exit(crate::Runtime::MultiThread, demo(args))
 }
 
 /// How the demo reaches its hub, as CLI options would name it.

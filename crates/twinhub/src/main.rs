@@ -33,6 +33,38 @@ enum Command {
     BackEnd(cli::BackEndCommand),
 }
 
+/// Which tokio runtime a command runs on.
+#[derive(Clone, Copy)]
+enum Runtime {
+    CurrentThread,
+    MultiThread,
+}
+
+/// Runs `work` on a fresh runtime; an error goes to stderr as `error: ...` with exit status 1.
+fn run_to_exit<E: std::fmt::Display>(
+    runtime: Runtime,
+    work: impl Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let mut builder = match runtime {
+        Runtime::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+        Runtime::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     match Cli::parse().command {
         Command::Serve(args) => match serve::run(args) {

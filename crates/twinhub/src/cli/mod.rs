@@ -72,23 +72,7 @@ pub(crate) enum CliError {
 
 /// Runs a back-end command on a small runtime and turns its outcome into the exit status.
 pub(crate) fn run(command: BackEndCommand) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(dispatch(command)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::run_to_exit(crate::Runtime::CurrentThread, dispatch(command))
 }
 
 /// Runs a back-end command on the current runtime (the demo drives the CLI through it).

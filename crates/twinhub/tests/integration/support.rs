@@ -327,6 +327,23 @@ impl TestHub {
     /// A hub whose configuration `adjust` may change after the loopback ports are set.
     pub(crate) async fn start_with(adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
         let data_dir = tempfile::tempdir().expect("temporary directory");
+        TestHub::start_in(data_dir, adjust).await
+    }
+
+    /// Stops the hub and starts a new one on the same data directory (on new ports).
+    pub(crate) async fn restart(self) -> TestHub {
+        let TestHub {
+            running,
+            _data_dir: data_dir,
+            ..
+        } = self;
+        tokio::time::timeout(Duration::from_secs(15), running.shutdown())
+            .await
+            .expect("the hub shuts down in time");
+        TestHub::start_in(data_dir, |_| {}).await
+    }
+
+    async fn start_in(data_dir: tempfile::TempDir, adjust: impl FnOnce(&mut HubConfig)) -> TestHub {
         let mut config = HubConfig::new(data_dir.path());
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         config.mqtt_addr = loopback;
@@ -340,41 +357,6 @@ impl TestHub {
             .ca_pem_path
             .clone()
             .expect("the hub made its own CA");
-        let client = HubClient::new(
-            running.mqtt_addr,
-            running.https_addr,
-            &ca_pem,
-            &running.service_connection_string,
-        );
-        TestHub {
-            running,
-            client,
-            _data_dir: data_dir,
-        }
-    }
-
-    /// Stops the hub and starts a new one on the same data directory (on new ports).
-    pub(crate) async fn restart(self) -> TestHub {
-        let TestHub {
-            running,
-            _data_dir: data_dir,
-            ..
-        } = self;
-        tokio::time::timeout(Duration::from_secs(15), running.shutdown())
-            .await
-            .expect("the hub shuts down in time");
-        let mut config = HubConfig::new(data_dir.path());
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        config.mqtt_addr = loopback;
-        config.https_addr = loopback;
-        let running = tokio::time::timeout(WAIT, twinhub_server::start(config))
-            .await
-            .expect("the hub restarts in time")
-            .expect("the hub restarts");
-        let ca_pem = running
-            .ca_pem_path
-            .clone()
-            .expect("the hub keeps its own CA");
         let client = HubClient::new(
             running.mqtt_addr,
             running.https_addr,
