@@ -73,11 +73,38 @@ pub(super) async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
-    let package = state
+    let mut stream = body.into_data_stream();
+    let uploaded = state
         .hub
-        .upload_firmware(&package_id, &version, declared_len, body.into_data_stream())
-        .await?;
-    Ok(json(StatusCode::CREATED, &dto(&state.hub, &package)?))
+        .upload_firmware(&package_id, &version, declared_len, &mut stream)
+        .await;
+    match uploaded {
+        Ok(package) => Ok(json(StatusCode::CREATED, &dto(&state.hub, &package)?)),
+        Err(error) => {
+            discard_rest(&mut stream).await;
+            Err(error.into())
+        }
+    }
+}
+
+/// How much of a refused upload is read and thrown away, and for how long, before answering.
+const DISCARD_LIMIT: u64 = 64 * 1024 * 1024;
+const DISCARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads what is left of a refused request body (up to a bound) so the client, still sending,
+/// can finish and read the error instead of meeting a connection reset.
+async fn discard_rest(stream: &mut axum::body::BodyDataStream) {
+    use futures_util::StreamExt;
+    let drain = async {
+        let mut discarded = 0u64;
+        while let Some(Ok(chunk)) = stream.next().await {
+            discarded += chunk.len() as u64;
+            if discarded > DISCARD_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_TIMEOUT, drain).await;
 }
 
 /// `GET /firmware`: every package, by id.

@@ -297,3 +297,25 @@ async fn packages_survive_a_restart() {
     assert_eq!(firmware_files(&dir), ["kept"]);
     hub.stop().await;
 }
+
+/// A refused upload is answered after its body has been read, so a client that sends the whole
+/// body before reading (as HTTP/1.1 clients without `Expect: 100-continue` do) gets the 409
+/// instead of a connection reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_is_answered_after_its_body() {
+    let hub = TestHub::start().await;
+    let first = upload(&hub, "fw-dup", "1.0.0", b"the first package").await;
+    assert_eq!(first.status, 201, "{}", first.text());
+    let large = vec![7u8; 8 * 1024 * 1024];
+    let duplicate = hub
+        .try_rest_with(
+            "PUT",
+            "/firmware/fw-dup?version=2.0.0",
+            &[("Content-Type", "application/octet-stream")],
+            Some(large),
+        )
+        .await
+        .expect("the client finishes sending and reads the answer");
+    duplicate.assert_error(409, "FirmwarePackageAlreadyExists");
+    hub.stop().await;
+}
