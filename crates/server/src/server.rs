@@ -171,7 +171,8 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
     let https_addr = local(&https_listener, config.https_addr);
     let metrics_addr = metrics_listener
         .as_ref()
-        .map(|l| local(l, l.local_addr().unwrap_or(config.https_addr)));
+        .and_then(|l| l.local_addr().ok())
+        .or(config.metrics_addr);
     // Download URLs name the port actually bound, which differs from the configured 0 in tests.
     hub.host_firmware(FirmwareSettings {
         dir: data_dir.join("firmware"),

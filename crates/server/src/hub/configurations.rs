@@ -486,11 +486,7 @@ impl Hub {
             return Ok(());
         }
         let current = entry.record();
-        let assignment = assign(
-            &configurations,
-            key.module_id.is_some(),
-            &Self::twin_document(&entry),
-        );
+        let assignment = assign(&configurations, key.module_id.is_some(), &entry.document());
         let mut patch = Map::new();
         for (path, (owner, value)) in &assignment.owners {
             if current.configured_paths.get(path) != Some(owner) {

@@ -63,11 +63,6 @@ impl Continuation {
 const SCAN_CHUNK: usize = 1024;
 
 impl Hub {
-    /// The twin document of an identity: exactly what `GET /twins/{id}` returns.
-    pub(crate) fn twin_document(entry: &Entry) -> Arc<Value> {
-        entry.document()
-    }
-
     /// Identities of one kind (devices, or modules) in key order, from just after `after`.
     fn scan(
         &self,
@@ -113,7 +108,7 @@ impl Hub {
     pub fn query_identities(&self, condition: &Condition, modules: bool) -> Vec<IdentityKey> {
         let mut keys = Vec::new();
         self.scan(modules, None, |key, entry| {
-            if condition.is_everything() || condition.matches(&Self::twin_document(entry)) {
+            if condition.is_everything() || condition.matches(&entry.document()) {
                 keys.push(key.clone());
             }
             true
@@ -126,7 +121,7 @@ impl Hub {
         let modules = query.collection() == Collection::DevicesModules;
         let mut count = 0;
         self.scan(modules, None, |_, entry| {
-            if query.condition().matches(&Self::twin_document(entry)) {
+            if query.condition().matches(&entry.document()) {
                 count += 1;
             }
             true
@@ -162,7 +157,7 @@ impl Hub {
                     collection == Collection::DevicesModules,
                     None,
                     |_, entry| {
-                        let doc = Self::twin_document(entry);
+                        let doc = entry.document();
                         if query.condition().matches(&doc) {
                             docs.push(doc);
                         }
@@ -203,7 +198,7 @@ impl Hub {
         let mut more = false;
         if page_size > 0 {
             self.scan(modules, token.after.as_ref(), |key, entry| {
-                let doc = Self::twin_document(entry);
+                let doc = entry.document();
                 if !query.condition().matches(&doc) {
                     return true;
                 }
