@@ -87,20 +87,22 @@ pub enum TwinError {
 }
 
 /// When (and, for desired properties, at which version) a metadata node was last written.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 struct Stamp {
     at: Timestamp,
     version: Option<i64>,
 }
 
 /// Metadata of one property or object, mirroring the shape of the section's properties.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Deserialized from the stored form, where `children` may be sparse (see [`SparseMetadata`]).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 struct MetadataNode {
     last_updated: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     last_updated_version: Option<i64>,
     /// One entry per member of an object value; empty for leaves and arrays.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     children: BTreeMap<String, MetadataNode>,
 }
 
@@ -116,6 +118,48 @@ impl MetadataNode {
     fn stamp(&mut self, stamp: Stamp) {
         self.last_updated = stamp.at;
         self.last_updated_version = stamp.version;
+    }
+
+    fn last_write(&self) -> Stamp {
+        Stamp {
+            at: self.last_updated,
+            version: self.last_updated_version,
+        }
+    }
+
+    /// The stored form of this node: only the children that [`MetadataNode::mirror`] could not
+    /// restore from this node's stamp.
+    fn sparse(&self) -> SparseMetadata<'_> {
+        let stamp = self.last_write();
+        let children = self
+            .children
+            .iter()
+            .map(|(key, child)| (key.as_str(), child.sparse()))
+            .filter(|(_, child)| !child.is_implied_by(stamp))
+            .collect();
+        SparseMetadata {
+            last_updated: self.last_updated,
+            last_updated_version: self.last_updated_version,
+            children,
+        }
+    }
+
+    /// Makes the children mirror `properties` exactly: a member without a node gets one carrying
+    /// this node's stamp (recursively), and nodes of members that do not exist are dropped, so a
+    /// stored node always reads back as the full tree the merge maintains.
+    fn mirror(&mut self, properties: &Map<String, Value>) {
+        let stamp = self.last_write();
+        self.children.retain(|key, _| properties.contains_key(key));
+        for (key, value) in properties {
+            let child = self
+                .children
+                .entry(key.clone())
+                .or_insert_with(|| MetadataNode::stamped(stamp));
+            match value {
+                Value::Object(members) => child.mirror(members),
+                _ => child.children.clear(),
+            }
+        }
     }
 
     /// `{"$lastUpdated": .., ["$lastUpdatedVersion": ..,] <child>: {..}}`, children in the order of
@@ -163,12 +207,83 @@ impl SectionKind {
     }
 }
 
+/// The stored form of a [`MetadataNode`]: a child is left out when it carries its parent's stamp
+/// and all of its own children are left out too, because reading it back restores exactly such a
+/// child. A patch stamps every node it writes and their ancestors alike, so a section written by
+/// one patch stores only its root node.
+#[derive(Serialize)]
+struct SparseMetadata<'a> {
+    last_updated: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_updated_version: Option<i64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    children: BTreeMap<&'a str, SparseMetadata<'a>>,
+}
+
+impl SparseMetadata<'_> {
+    fn is_implied_by(&self, parent: Stamp) -> bool {
+        let own = Stamp {
+            at: self.last_updated,
+            version: self.last_updated_version,
+        };
+        self.children.is_empty() && own == parent
+    }
+}
+
 /// A property section (desired or reported): properties, their metadata and `$version`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Serialized with sparse metadata (see [`SparseMetadata`]); deserializing accepts both that and
+/// the fully populated form written by earlier versions, and yields the full metadata tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Section {
     properties: Map<String, Value>,
     metadata: MetadataNode,
     version: i64,
+}
+
+/// What [`Section`] serializes as; the field names are those of the stored format.
+#[derive(Serialize)]
+#[serde(rename = "Section")]
+struct StoredSectionRef<'a> {
+    properties: &'a Map<String, Value>,
+    metadata: SparseMetadata<'a>,
+    version: i64,
+}
+
+/// What [`Section`] deserializes from, before the metadata is filled in.
+#[derive(Deserialize)]
+#[serde(rename = "Section")]
+struct StoredSection {
+    properties: Map<String, Value>,
+    metadata: MetadataNode,
+    version: i64,
+}
+
+impl Serialize for Section {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StoredSectionRef {
+            properties: &self.properties,
+            metadata: self.metadata.sparse(),
+            version: self.version,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Section {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Section, D::Error> {
+        let StoredSection {
+            properties,
+            mut metadata,
+            version,
+        } = StoredSection::deserialize(deserializer)?;
+        metadata.mirror(&properties);
+        Ok(Section {
+            properties,
+            metadata,
+            version,
+        })
+    }
 }
 
 impl Section {

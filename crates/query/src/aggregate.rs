@@ -209,6 +209,50 @@ pub(crate) fn rows<'d>(
         .collect()
 }
 
+/// The rows `rows` computes for one GROUP BY path and COUNT() aggregates only, from each group
+/// value's number of documents, for columns named as the query writes them (see
+/// `Query::counted_group_path`). Values in one group merge; the first with a nonzero count
+/// stands for the group, as the first document does in `rows`.
+pub(crate) fn rows_from_counts(
+    columns: &[Column],
+    group_path: &Path,
+    counts: impl IntoIterator<Item = (Option<Value>, u64)>,
+) -> Vec<Value> {
+    let mut counts: Vec<(Option<Value>, u64)> =
+        counts.into_iter().filter(|(_, count)| *count > 0).collect();
+    // Stable, so each group's first value stays first.
+    counts.sort_by(|(a, _), (b, _)| json_total_cmp(a.as_ref(), b.as_ref()));
+    let mut groups: Vec<(Option<Value>, u64)> = Vec::with_capacity(counts.len());
+    for (value, count) in counts {
+        match groups.last_mut() {
+            Some((first, total)) if json_total_cmp(first.as_ref(), value.as_ref()).is_eq() => {
+                *total = total.saturating_add(count);
+            }
+            _ => groups.push((value, count)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(value, count)| {
+            let mut row = Map::new();
+            for column in columns {
+                match column {
+                    Column::Aggregate { name, .. } => {
+                        row.insert(name.to_string(), Value::from(count));
+                    }
+                    Column::GroupValue { alias, .. } => {
+                        if let Some(value) = &value {
+                            let name = alias.as_deref().unwrap_or(group_path.last_segment());
+                            row.insert(name.to_owned(), value.clone());
+                        }
+                    }
+                }
+            }
+            Value::Object(row)
+        })
+        .collect()
+}
+
 fn row(columns: &[Column], group_by: &[Path], group: &Group<'_>) -> Value {
     let mut row = Map::new();
     let mut accumulators = group.accumulators.iter();

@@ -23,6 +23,11 @@ impl Path {
         }
     }
 
+    /// The segments as written in the query.
+    pub(crate) fn segments(&self) -> &[Box<str>] {
+        &self.segments
+    }
+
     /// The last segment as written in the query.
     pub(crate) fn last_segment(&self) -> &str {
         self.segments.last().map_or("", |segment| segment)
@@ -46,22 +51,68 @@ impl Path {
                 })
     }
 
+    /// The segments as owned strings.
+    pub(crate) fn to_strings(&self) -> Vec<String> {
+        self.segments
+            .iter()
+            .map(|segment| segment.to_string())
+            .collect()
+    }
+
+    /// Whether a segment is `$metadata`, compared the way `resolve` compares it.
+    pub(crate) fn names_metadata(&self) -> bool {
+        self.segments.iter().enumerate().any(|(index, segment)| {
+            if index == 0 {
+                segment.eq_ignore_ascii_case(METADATA)
+            } else {
+                **segment == *METADATA
+            }
+        })
+    }
+
+    /// Whether the whole value at this path may hold `$metadata`: the path names it, or is
+    /// `properties`, `properties.desired` or `properties.reported`, the objects that hold it in
+    /// the REST twin shape.
+    pub(crate) fn may_hold_metadata(&self) -> bool {
+        let holder = match &*self.segments {
+            [properties] => properties.eq_ignore_ascii_case("properties"),
+            [properties, section] => {
+                properties.eq_ignore_ascii_case("properties")
+                    && matches!(&**section, "desired" | "reported")
+            }
+            _ => false,
+        };
+        holder || self.names_metadata()
+    }
+
     /// Finds the value at this path, with the key under which the document stores the last
     /// segment. The first segment falls back to an ASCII-case-insensitive match.
     pub(crate) fn resolve<'a>(&self, doc: &'a Value) -> Option<(&'a str, &'a Value)> {
-        let (first, rest) = self.segments.split_first()?;
-        let object = doc.as_object()?;
-        let (mut key, mut value) = match lookup(object, first) {
-            Some(found) => found,
-            None => object
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(first))?,
-        };
-        for segment in rest {
-            (key, value) = lookup(value.as_object()?, segment)?;
-        }
-        Some((key.as_str(), value))
+        resolve(&self.segments, doc)
     }
+}
+
+/// The segment under which twins keep property metadata.
+const METADATA: &str = "$metadata";
+
+/// `Path::resolve` over any spelling of the segments.
+pub(crate) fn resolve<'a>(
+    segments: &[impl AsRef<str>],
+    doc: &'a Value,
+) -> Option<(&'a str, &'a Value)> {
+    let (first, rest) = segments.split_first()?;
+    let first = first.as_ref();
+    let object = doc.as_object()?;
+    let (mut key, mut value) = match lookup(object, first) {
+        Some(found) => found,
+        None => object
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(first))?,
+    };
+    for segment in rest {
+        (key, value) = lookup(value.as_object()?, segment.as_ref())?;
+    }
+    Some((key.as_str(), value))
 }
 
 /// Objects at most this large are searched by scanning, which beats hashing the key.
@@ -105,10 +156,11 @@ impl Const {
 /// Elements that equal nothing (arrays, undefined) are dropped.
 #[derive(Debug, Clone)]
 pub(crate) struct InList {
-    strings: Box<[Box<str>]>,
-    numbers: Box<[Num]>,
-    booleans: [bool; 2],
-    null: bool,
+    pub(crate) strings: Box<[Box<str>]>,
+    pub(crate) numbers: Box<[Num]>,
+    /// Whether `false` and `true` (in that order) are listed.
+    pub(crate) booleans: [bool; 2],
+    pub(crate) null: bool,
 }
 
 impl InList {
@@ -325,6 +377,21 @@ impl Expr {
         }
     }
 
+    /// The direct subexpressions, in the order they are written.
+    fn children(&self) -> impl DoubleEndedIterator<Item = &Expr> {
+        let (items, pair): (&[Expr], [Option<&Expr>; 2]) = match self {
+            Expr::Const(_) | Expr::Path(_) => (&[], [None, None]),
+            Expr::Not(inner) | Expr::Neg(inner) | Expr::In { value: inner, .. } => {
+                (&[], [Some(&**inner), None])
+            }
+            Expr::And(items) | Expr::Or(items) | Expr::Call(_, items) => (items, [None, None]),
+            Expr::Compare(_, left, right) | Expr::Arith(_, left, right) => {
+                (&[], [Some(&**left), Some(&**right)])
+            }
+        };
+        items.iter().chain(pair.into_iter().flatten())
+    }
+
     /// The depth of the expression tree, computed without recursion (the tree may be deep
     /// when this is asked: that is what the parser checks).
     pub(crate) fn depth(&self) -> usize {
@@ -332,21 +399,26 @@ impl Expr {
         let mut pending = vec![(self, 1_usize)];
         while let Some((expr, depth)) = pending.pop() {
             deepest = deepest.max(depth);
-            let next = depth + 1;
-            match expr {
-                Expr::Const(_) | Expr::Path(_) => {}
-                Expr::Not(inner) | Expr::Neg(inner) | Expr::In { value: inner, .. } => {
-                    pending.push((inner, next));
-                }
-                Expr::And(items) | Expr::Or(items) | Expr::Call(_, items) => {
-                    pending.extend(items.iter().map(|item| (item, next)));
-                }
-                Expr::Compare(_, left, right) | Expr::Arith(_, left, right) => {
-                    pending.push((left, next));
-                    pending.push((right, next));
-                }
-            }
+            pending.extend(expr.children().map(|child| (child, depth + 1)));
         }
         deepest
+    }
+
+    /// The first property path, as written, that the expression reads and that satisfies
+    /// `wanted`.
+    pub(crate) fn find_path(&self, mut wanted: impl FnMut(&Path) -> bool) -> Option<&Path> {
+        let mut pending = vec![self];
+        while let Some(expr) = pending.pop() {
+            match expr {
+                Expr::Path(path) if wanted(path) => return Some(path),
+                _ => pending.extend(expr.children().rev()),
+            }
+        }
+        None
+    }
+
+    /// Whether the value depends on the document at all.
+    pub(crate) fn reads_document(&self) -> bool {
+        self.find_path(|_| true).is_some()
     }
 }

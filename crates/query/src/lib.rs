@@ -27,9 +27,19 @@
 //!   output), and computed numbers that are integral print as integers (`60.0` → `60`);
 //! - strings compare by Unicode code point;
 //! - `[[` always opens an escaped name, so a nested array constant needs a space: `[ [1] ]`.
+//!
+//! # Secondary indexes
+//!
+//! A caller that indexes documents by the scalar values at property paths ([`IndexKey`] of
+//! the value [`value_at`] reads) can
+//! narrow a condition to candidates with [`Condition::index_terms`] (then still run
+//! [`Condition::matches`] on each), answer COUNT-only GROUP BY queries from per-value counts
+//! ([`Query::counted_group_path`], [`Query::rows_from_group_counts`]), and leave `$metadata`
+//! out of the documents it evaluates when [`Query::reads_metadata`] allows.
 
 mod aggregate;
 mod ast;
+mod index;
 mod lexer;
 mod parser;
 mod value;
@@ -38,8 +48,9 @@ use std::cmp::Ordering;
 
 use serde_json::{Map, Value};
 
-use crate::aggregate::Column;
+use crate::aggregate::{AggregateFunc, Column};
 use crate::ast::{Expr, Path};
+pub use crate::index::{IndexKey, IndexNumber, IndexTerm, KeyRange};
 
 /// The longest query text accepted, in characters (IoT Hub's limit).
 pub const MAX_QUERY_LENGTH: usize = 8192;
@@ -94,6 +105,29 @@ impl Condition {
     pub fn is_everything(&self) -> bool {
         matches!(self.expr, Expr::Const(ast::Const::Bool(true)))
     }
+
+    /// Necessary conditions for a match: for every document with `self.matches(doc)` and
+    /// every term returned, `term.admits(doc)`: the value at `term.path` exists, has a key,
+    /// and the key lies in `term.range`. At most one term per path, in order of first mention.
+    ///
+    /// Terms come from comparisons between a property path and an expression that reads no
+    /// property (either way round), `IN` lists without `null`, `STARTSWITH(path, 'prefix')`
+    /// and boolean paths; `AND` intersects them per path, `OR` keeps the paths every branch
+    /// constrains with the union of their ranges (when that union excludes some type), and
+    /// `NOT` is pushed down. Whatever promises nothing (`!=` on numbers and strings, `NIN`,
+    /// comparisons between paths, arithmetic, other functions) adds no term. A condition that
+    /// is found never to be true gives one term with an empty `OneOf` (none if it reads no
+    /// path): no document matches.
+    pub fn index_terms(&self) -> Vec<IndexTerm> {
+        index::terms(&self.expr)
+    }
+
+    /// Whether a path the condition reads goes through a segment named `$metadata` (the first
+    /// segment compared ignoring ASCII case, as paths resolve): if not, its result does not
+    /// depend on metadata being in the documents.
+    pub fn reads_metadata(&self) -> bool {
+        self.expr.find_path(Path::names_metadata).is_some()
+    }
 }
 
 /// A compiled SELECT statement.
@@ -127,6 +161,14 @@ struct Field {
 struct OrderKey {
     expr: Expr,
     descending: bool,
+}
+
+/// The value a query path with these segments reads in `doc`: objects are followed segment by
+/// segment, and the first segment, when the document has no exact match, matches a member
+/// ignoring ASCII case (`DeviceId` reads `deviceId`). For keeping indexes the way
+/// [`IndexTerm::path`] and [`Query::counted_group_path`] are read.
+pub fn value_at<'a>(doc: &'a Value, path: &[impl AsRef<str>]) -> Option<&'a Value> {
+    ast::resolve(path, doc).map(|(_, value)| value)
 }
 
 /// Parses and compiles a full SELECT statement.
@@ -226,7 +268,79 @@ impl Query {
         let Select::Aggregate(columns) = &self.select else {
             return Vec::new();
         };
-        let mut rows = aggregate::rows(columns, &self.group_by, docs.into_iter());
+        self.sorted_and_cut(aggregate::rows(columns, &self.group_by, docs.into_iter()))
+    }
+
+    /// Whether anything the query reads to filter, group, order or project goes through a
+    /// `$metadata` segment, or projects or groups by a whole object that holds one in the REST
+    /// twin shape (`properties`, `properties.desired`, `properties.reported`). `SELECT *` rows
+    /// are not counted: the caller renders them whole anyway. If false, results do not depend
+    /// on metadata being in the documents.
+    pub fn reads_metadata(&self) -> bool {
+        let selected = match &self.select {
+            Select::Star => false,
+            Select::Fields(fields) => fields.iter().any(|field| field.path.may_hold_metadata()),
+            Select::Aggregate(columns) => columns.iter().any(|column| {
+                matches!(column, Column::Aggregate { argument: Some(argument), .. }
+                    if argument.find_path(Path::names_metadata).is_some())
+            }),
+        };
+        selected
+            || self.condition.reads_metadata()
+            || self.group_by.iter().any(Path::may_hold_metadata)
+            || self
+                .order_by
+                .iter()
+                .any(|key| key.expr.find_path(Path::names_metadata).is_some())
+    }
+
+    /// The GROUP BY path of a query whose aggregates are all `COUNT()` and which groups by
+    /// exactly one path (selected or not; WHERE, ORDER BY and TOP allowed), as the query
+    /// writes it: such a query can be answered from per-value counts with
+    /// [`Query::rows_from_group_counts`]. The first segment resolves ignoring ASCII case, as
+    /// in [`IndexTerm::path`].
+    ///
+    /// `None` also when a one-segment group path is selected without an alias: `aggregate`
+    /// names that column as the documents spell the member (`SELECT Status ... GROUP BY
+    /// STATUS` over `status` gives `status`), which counts cannot tell. Later segments match
+    /// exactly, so longer paths name their column as the query writes it.
+    pub fn counted_group_path(&self) -> Option<Vec<String>> {
+        self.counted_group().map(|(_, path)| path.to_strings())
+    }
+
+    /// The rows `aggregate` gives over documents (already filtered) whose values at the
+    /// [`counted_group_path`](Query::counted_group_path) and multiplicities are `groups`:
+    /// `None` stands for documents where the path is undefined, and every document counts,
+    /// null, array and object values included. Groups are formed as GROUP BY forms them
+    /// (`1` and `1.0` are one group, shown as the first spelling given a nonzero count);
+    /// entries with a zero count stand for no document. Then ORDER BY and TOP apply as in
+    /// `aggregate`. Empty when `counted_group_path` is `None`.
+    pub fn rows_from_group_counts(
+        &self,
+        groups: impl IntoIterator<Item = (Option<Value>, u64)>,
+    ) -> Vec<Value> {
+        let Some((columns, path)) = self.counted_group() else {
+            return Vec::new();
+        };
+        self.sorted_and_cut(aggregate::rows_from_counts(columns, path, groups))
+    }
+
+    fn counted_group(&self) -> Option<(&[Column], &Path)> {
+        let Select::Aggregate(columns) = &self.select else {
+            return None;
+        };
+        let [path] = self.group_by.as_slice() else {
+            return None;
+        };
+        let answerable = columns.iter().all(|column| match column {
+            Column::Aggregate { func, .. } => *func == AggregateFunc::Count,
+            Column::GroupValue { alias, .. } => alias.is_some() || path.segments().len() > 1,
+        });
+        answerable.then_some((columns.as_slice(), path))
+    }
+
+    /// Aggregate rows sorted by ORDER BY and cut to TOP.
+    fn sorted_and_cut(&self, mut rows: Vec<Value>) -> Vec<Value> {
         if self.has_order_by() {
             rows.sort_by(|a, b| self.compare(a, b));
         }

@@ -45,6 +45,21 @@ impl Num {
         }
     }
 
+    /// The integer this number equals exactly, if any (`2.0` is 2, `-0.0` is 0).
+    pub(crate) fn as_exact_int(self) -> Option<i64> {
+        match self {
+            Num::Int(int) => Some(int),
+            Num::Float(float)
+                if float.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&float) =>
+            {
+                // Integral and within the i64 range, so the cast is exact.
+                #[allow(clippy::cast_possible_truncation)]
+                Some(float as i64)
+            }
+            Num::Float(_) => None,
+        }
+    }
+
     /// The JSON form: integral results print as integers; non-finite numbers have none.
     pub(crate) fn to_json(self) -> Option<Value> {
         match self {
@@ -150,7 +165,30 @@ pub(crate) enum CmpOp {
 }
 
 impl CmpOp {
-    fn holds(self, ordering: Ordering) -> bool {
+    /// The operator with its operands swapped: `a < b` is `b > a`.
+    pub(crate) fn flipped(self) -> CmpOp {
+        match self {
+            CmpOp::Lt => CmpOp::Gt,
+            CmpOp::Le => CmpOp::Ge,
+            CmpOp::Gt => CmpOp::Lt,
+            CmpOp::Ge => CmpOp::Le,
+            CmpOp::Eq | CmpOp::Ne => self,
+        }
+    }
+
+    /// The operator that holds exactly when this one does not (for comparable operands).
+    pub(crate) fn negated(self) -> CmpOp {
+        match self {
+            CmpOp::Eq => CmpOp::Ne,
+            CmpOp::Ne => CmpOp::Eq,
+            CmpOp::Lt => CmpOp::Ge,
+            CmpOp::Le => CmpOp::Gt,
+            CmpOp::Gt => CmpOp::Le,
+            CmpOp::Ge => CmpOp::Lt,
+        }
+    }
+
+    pub(crate) fn holds(self, ordering: Ordering) -> bool {
         match self {
             CmpOp::Eq => ordering == Ordering::Equal,
             CmpOp::Ne => ordering != Ordering::Equal,
@@ -300,6 +338,16 @@ mod tests {
         );
         assert_eq!(Num::Int(0).total_cmp(Num::Float(-0.0)), Ordering::Equal);
         assert_eq!(Num::Float(-0.0).total_cmp(Num::Float(0.0)), Ordering::Equal);
+    }
+
+    #[test]
+    fn exact_integers_of_floats_stop_at_the_i64_range() {
+        assert_eq!(Num::Float(2.0).as_exact_int(), Some(2));
+        assert_eq!(Num::Float(-0.0).as_exact_int(), Some(0));
+        assert_eq!(Num::Float(-TWO_POW_63).as_exact_int(), Some(i64::MIN));
+        assert_eq!(Num::Float(TWO_POW_63).as_exact_int(), None);
+        assert_eq!(Num::Float(2.5).as_exact_int(), None);
+        assert_eq!(Num::Int(i64::MAX).as_exact_int(), Some(i64::MAX));
     }
 
     #[test]

@@ -89,6 +89,16 @@ pub(crate) fn module_dto(record: &Record, presence: &Presence) -> ModuleDto {
 }
 
 pub(crate) fn twin_dto(record: &Record, presence: &Presence) -> TwinDto {
+    twin_dto_with(record, presence, true)
+}
+
+/// The REST twin shape as a JSON value, for queries; `metadata: false` leaves out the
+/// sections' `$metadata`, which a query that does not read it need not pay for.
+pub(crate) fn twin_document(record: &Record, presence: &Presence, metadata: bool) -> Value {
+    serde_json::to_value(twin_dto_with(record, presence, metadata)).unwrap_or(Value::Null)
+}
+
+fn twin_dto_with(record: &Record, presence: &Presence, metadata: bool) -> TwinDto {
     let identity = &record.identity;
     let twin = &record.twin;
     TwinDto {
@@ -111,8 +121,8 @@ pub(crate) fn twin_dto(record: &Record, presence: &Presence) -> TwinDto {
         version: twin.version,
         tags: Value::Object(twin.tags.clone()),
         properties: TwinPropertiesDto {
-            desired: twin.desired.to_json(true),
-            reported: twin.reported.to_json(true),
+            desired: twin.desired.to_json(metadata),
+            reported: twin.reported.to_json(metadata),
         },
         capabilities: identity.module_id.is_none().then_some(CapabilitiesDto {
             iot_edge: identity.iot_edge,

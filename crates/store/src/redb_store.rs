@@ -15,6 +15,9 @@ use crate::{Batch, CommitError, CommitFuture, LoadError, Op, Row, Store, Table};
 const MAX_GROUP_BATCHES: usize = 1024;
 /// A group stops growing once its keys and values reach this many bytes.
 const MAX_GROUP_BYTES: usize = 8 * 1024 * 1024;
+/// redb's page cache. The hub keeps every record in memory and reads the store only at start-up,
+/// so redb's default (1 GiB) would mostly hold copies of what the hub already has.
+const PAGE_CACHE_BYTES: usize = 128 * 1024 * 1024;
 
 /// A table opened for reading; every table maps byte keys to byte values.
 type ReadOnlyBytesTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
@@ -120,6 +123,7 @@ fn open_database(path: &Path) -> Result<Database, OpenError> {
     };
     let db = Database::builder()
         .set_check_integrity_on_open(true)
+        .set_cache_size(PAGE_CACHE_BYTES)
         .create(path)
         .map_err(|error| as_open_error(error.into()))?;
     create_tables(&db).map_err(as_open_error)?;

@@ -373,6 +373,256 @@ fn twin_round_trips_through_serde() {
     assert_eq!(loaded.desired.to_json(true), twin.desired.to_json(true));
 }
 
+/// `twin` serialized and deserialized again.
+fn reloaded(twin: &Twin) -> Twin {
+    serde_json::from_slice(&serde_json::to_vec(twin).unwrap()).unwrap()
+}
+
+/// A metadata node in the fully populated form stored before metadata became sparse.
+fn full_metadata(node: &MetadataNode) -> Value {
+    let mut stored = Map::new();
+    stored.insert("last_updated".to_owned(), json!(node.last_updated.ticks()));
+    if let Some(version) = node.last_updated_version {
+        stored.insert("last_updated_version".to_owned(), json!(version));
+    }
+    if !node.children.is_empty() {
+        let children = node
+            .children
+            .iter()
+            .map(|(key, child)| (key.clone(), full_metadata(child)))
+            .collect();
+        stored.insert("children".to_owned(), Value::Object(children));
+    }
+    Value::Object(stored)
+}
+
+/// `twin` as stored before metadata became sparse.
+fn full_format(twin: &Twin) -> Value {
+    let mut stored = serde_json::to_value(twin).unwrap();
+    stored["desired"]["metadata"] = full_metadata(&twin.desired.metadata);
+    stored["reported"]["metadata"] = full_metadata(&twin.reported.metadata);
+    stored
+}
+
+#[test]
+fn serde_round_trip_is_exact_after_partial_patches() {
+    let mut twin = Twin::new(at(0));
+    let check = |twin: &Twin| {
+        assert_eq!(&reloaded(twin), twin);
+        assert_eq!(
+            reloaded(twin).desired.to_json(true),
+            twin.desired.to_json(true)
+        );
+        assert_eq!(
+            reloaded(twin).reported.to_json(true),
+            twin.reported.to_json(true)
+        );
+    };
+    check(&twin);
+    let desired_steps = [
+        (
+            1,
+            desired_patch(json!({"a": {"b": 1, "c": {"d": 2, "e": [1, {"f": 3}]}}, "x": 1})),
+        ),
+        (2, desired_patch(json!({"a": {"c": {"d": 5}}, "y": [true]}))),
+        (3, desired_patch(json!({"a": {"b": null}, "x": {"z": 1}}))),
+        (4, desired_patch(json!({"a": {"c": null}}))),
+        (5, desired_replace(json!({"p": {"q": {"r": 1}}, "s": 2}))),
+        (6, desired_patch(json!({"p": {"q": {"t": 2}}}))),
+    ];
+    for (seconds, update) in desired_steps {
+        twin.apply_service_update(update, at(seconds)).unwrap();
+        check(&twin);
+        twin.patch_reported(
+            &map(json!({"fw": {"v": seconds, "log": [seconds]}, "n": {"m": {"k": seconds}}})),
+            at(seconds),
+        )
+        .unwrap();
+        check(&twin);
+        twin.patch_reported(&map(json!({"n": {"m": {"o": seconds}}})), at(seconds + 10))
+            .unwrap();
+        check(&twin);
+        twin.apply_service_update(tags_patch(json!({"t": {"u": seconds}})), at(seconds))
+            .unwrap();
+        check(&twin);
+    }
+    twin.patch_reported(&map(json!({"fw": null, "n": {"m": null}})), at(20))
+        .unwrap();
+    check(&twin);
+}
+
+#[test]
+fn stored_metadata_keeps_only_nodes_that_differ_from_their_parent() {
+    let mut twin = Twin::new(at(0));
+    twin.apply_service_update(
+        desired_patch(json!({"a": {"b": 1, "c": 2}, "x": [1, 2]})),
+        at(1),
+    )
+    .unwrap();
+    twin.apply_service_update(desired_patch(json!({"a": {"b": 5}})), at(2))
+        .unwrap();
+    twin.apply_service_update(desired_patch(json!({"y": {"z": {"w": 1}}})), at(3))
+        .unwrap();
+    let stored = serde_json::to_value(&twin).unwrap();
+    let ticks = |seconds| json!(at(seconds).ticks());
+    // `a` has its parent's stamp but is kept for `c`; `b` and all of `y` match their parents.
+    assert_eq!(
+        stored["desired"]["metadata"],
+        json!({
+            "last_updated": ticks(3), "last_updated_version": 4,
+            "children": {
+                "a": {
+                    "last_updated": ticks(2), "last_updated_version": 3,
+                    "children": {"c": {"last_updated": ticks(1), "last_updated_version": 2}},
+                },
+                "x": {"last_updated": ticks(1), "last_updated_version": 2},
+            },
+        })
+    );
+    assert_eq!(reloaded(&twin), twin);
+}
+
+#[test]
+fn stored_metadata_tells_equal_times_with_different_versions_apart() {
+    let mut twin = twin_with_desired(json!({"a": 1}));
+    twin.apply_service_update(desired_patch(json!({"b": 1})), at(1))
+        .unwrap();
+    let stored = serde_json::to_value(&twin).unwrap();
+    assert_eq!(
+        stored["desired"]["metadata"]["children"],
+        json!({"a": {"last_updated": at(1).ticks(), "last_updated_version": 2}})
+    );
+    assert_eq!(reloaded(&twin), twin);
+}
+
+/// Tags, desired and reported properties of about 800 bytes in all, as a fleet device might have.
+fn realistic_twin() -> Twin {
+    let mut twin = Twin::new(at(0));
+    let tags = json!({
+        "location": {"site": "plant-7", "building": "B12", "floor": 3, "room": "3-41"},
+        "owner": "facilities",
+        "environment": "production",
+        "deviceType": "thermostat",
+    });
+    let desired = json!({
+        "telemetryInterval": 30,
+        "thresholds": {
+            "temperature": {"min": 18.5, "max": 26.0, "alert": true},
+            "humidity": {"min": 30, "max": 60, "alert": false},
+        },
+        "firmware": {
+            "version": "2.4.1",
+            "url": "https://updates.example.com/fw/thermostat-2.4.1.bin",
+            "checksum": "sha256:9f2c4e1ab77d03c5e8b6f0a2d1c3e4f5",
+        },
+        "schedule": {
+            "weekday": {"on": "07:00", "off": "19:00", "setpoint": 21.5},
+            "weekend": {"on": "09:00", "off": "17:00", "setpoint": 19.0},
+        },
+        "display": {"brightness": 70, "units": "celsius", "locked": false},
+    });
+    let reported = json!({
+        "firmware": {"version": "2.4.1", "status": "current", "installedAt": "2024-05-02T10:11:12Z"},
+        "battery": {"level": 87, "charging": false},
+        "signal": {"rssi": -67, "snr": 9.5},
+        "sensors": {"temperature": 21.4, "humidity": 44, "co2": 612},
+        "uptime": 1_234_567,
+        "network": {"ip": "10.0.3.41", "ssid": "corp-iot", "channel": 11},
+        "capabilities": ["heat", "cool", "fan"],
+    });
+    let update = ServiceUpdate {
+        tags: Some(Change::Patch(map(tags))),
+        desired: Some(Change::Patch(map(desired))),
+    };
+    twin.apply_service_update(update, at(1)).unwrap();
+    twin.patch_reported(&map(reported), at(2)).unwrap();
+    twin
+}
+
+#[test]
+fn single_patch_sections_store_only_their_root_metadata() {
+    let twin = realistic_twin();
+    let stored = serde_json::to_vec(&twin).unwrap();
+    let stored_value: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(
+        stored_value["desired"]["metadata"],
+        json!({"last_updated": at(1).ticks(), "last_updated_version": 2})
+    );
+    assert_eq!(
+        stored_value["reported"]["metadata"],
+        json!({"last_updated": at(2).ticks()})
+    );
+    assert_eq!(serde_json::from_slice::<Twin>(&stored).unwrap(), twin);
+
+    let full = serde_json::to_vec(&full_format(&twin)).unwrap();
+    assert!(
+        stored.len() * 2 < full.len(),
+        "sparse {} bytes, full {} bytes",
+        stored.len(),
+        full.len()
+    );
+}
+
+#[test]
+fn full_metadata_written_before_sparse_storage_still_loads() {
+    let mut twin = Twin::new(at(0));
+    twin.apply_service_update(desired_patch(json!({"a": {"b": 1}, "c": [1]})), at(1))
+        .unwrap();
+    twin.patch_reported(&map(json!({"r": true})), at(2))
+        .unwrap();
+    twin.apply_service_update(tags_patch(json!({"t": "x"})), at(3))
+        .unwrap();
+    let old = r#"{
+        "tags": {"t": "x"},
+        "desired": {
+            "properties": {"a": {"b": 1}, "c": [1]},
+            "metadata": {
+                "last_updated": 17000000010000000, "last_updated_version": 2,
+                "children": {
+                    "a": {
+                        "last_updated": 17000000010000000, "last_updated_version": 2,
+                        "children": {
+                            "b": {"last_updated": 17000000010000000, "last_updated_version": 2}
+                        }
+                    },
+                    "c": {"last_updated": 17000000010000000, "last_updated_version": 2}
+                }
+            },
+            "version": 2
+        },
+        "reported": {
+            "properties": {"r": true},
+            "metadata": {
+                "last_updated": 17000000020000000,
+                "children": {"r": {"last_updated": 17000000020000000}}
+            },
+            "version": 2
+        },
+        "version": 4,
+        "etag_version": 3,
+        "model_id": null
+    }"#;
+    let from_old: Twin = serde_json::from_str(old).unwrap();
+    assert_eq!(from_old, twin);
+    assert_eq!(from_old, reloaded(&twin));
+    assert_eq!(
+        serde_json::from_str::<Value>(old).unwrap(),
+        full_format(&twin)
+    );
+}
+
+#[test]
+fn loading_drops_metadata_of_properties_that_do_not_exist() {
+    let twin = twin_with_desired(json!({"a": 1, "b": {"c": 2}}));
+    let mut stored = full_format(&twin);
+    let stale = json!({"last_updated": at(5).ticks(), "last_updated_version": 9});
+    stored["desired"]["metadata"]["children"]["gone"] = stale.clone();
+    stored["desired"]["metadata"]["children"]["a"]["children"] = json!({"leaf": stale});
+    let loaded: Twin = serde_json::from_value(stored).unwrap();
+    assert_eq!(loaded, twin);
+    assert_eq!(reloaded(&loaded), loaded);
+}
+
 fn desired_error(value: Value) -> Option<TwinError> {
     Twin::new(at(0))
         .apply_service_update(desired_patch(value), at(1))
@@ -739,7 +989,60 @@ fn patch_object() -> impl Strategy<Value = Map<String, Value>> {
         .prop_map(|members| members.into_iter().collect())
 }
 
+/// One write to a twin, for generated histories.
+#[derive(Clone, Debug)]
+enum Write {
+    Tags(Map<String, Value>),
+    Desired(Map<String, Value>),
+    DesiredReplace(Map<String, Value>),
+    Reported(Map<String, Value>),
+}
+
+impl Write {
+    fn apply(self, twin: &mut Twin, now: Timestamp) {
+        match self {
+            Write::Tags(patch) => twin.apply_service_update(tags_patch(Value::Object(patch)), now),
+            Write::Desired(patch) => {
+                twin.apply_service_update(desired_patch(Value::Object(patch)), now)
+            }
+            Write::DesiredReplace(properties) => {
+                twin.apply_service_update(desired_replace(Value::Object(properties)), now)
+            }
+            Write::Reported(patch) => twin.patch_reported(&patch, now).map(|()| None),
+        }
+        .unwrap();
+    }
+}
+
+/// A write and how many seconds after the previous one it happens (0 repeats the timestamp).
+fn timed_write() -> impl Strategy<Value = (Write, i64)> {
+    let write = prop_oneof![
+        1 => patch_object().prop_map(Write::Tags),
+        3 => patch_object().prop_map(Write::Desired),
+        1 => patch_object().prop_map(Write::DesiredReplace),
+        3 => patch_object().prop_map(Write::Reported),
+    ];
+    (write, 0_i64..3)
+}
+
 proptest! {
+    #[test]
+    fn any_history_round_trips_through_sparse_and_full_storage(
+        writes in prop::collection::vec(timed_write(), 0..8)
+    ) {
+        let mut twin = Twin::new(at(0));
+        let mut seconds = 0;
+        for (write, gap) in writes {
+            seconds += gap;
+            write.apply(&mut twin, at(seconds));
+            let stored = serde_json::to_vec(&twin).unwrap();
+            prop_assert_eq!(&serde_json::from_slice::<Twin>(&stored).unwrap(), &twin);
+            let full = serde_json::to_vec(&full_format(&twin)).unwrap();
+            prop_assert_eq!(&serde_json::from_slice::<Twin>(&full).unwrap(), &twin);
+            prop_assert!(stored.len() <= full.len());
+        }
+    }
+
     #[test]
     fn patches_merge_like_rfc_7396_and_metadata_mirrors_properties(
         patches in prop::collection::vec(patch_object(), 1..6)

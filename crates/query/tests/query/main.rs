@@ -4,6 +4,7 @@ mod aggregates;
 mod errors;
 mod examples;
 mod fixtures;
+mod index;
 mod logic;
 mod ordering;
 mod properties;

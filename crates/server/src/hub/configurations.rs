@@ -26,6 +26,10 @@ use twinhub_store::{Batch, Table};
 
 use super::{Hub, HubError, IdentityKey, IfMatch};
 
+/// The largest fleet a configuration change is applied to before its request is answered,
+/// whatever the sweep rate, so a request never waits for a whole large fleet.
+const MAX_INLINE_TWINS: usize = 20_000;
+
 /// A configuration's status on one twin.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConfigurationStatus {
@@ -189,6 +193,11 @@ impl Compiled {
             for_modules,
             paths,
         })
+    }
+
+    /// Whether the target condition reads `$metadata`, so twins must be rendered with it.
+    fn reads_metadata(&self) -> bool {
+        self.target.as_ref().is_some_and(Condition::reads_metadata)
     }
 
     fn targets(&self, modules: bool, twin: &Value) -> bool {
@@ -424,11 +433,12 @@ impl Hub {
     }
 
     /// Re-evaluates every twin after a configuration changed: before answering when that takes
-    /// at most a second at the sweep rate (so the caller reads the result at once), otherwise
-    /// in the background at that rate.
+    /// at most a second at the sweep rate and the fleet is small (so the caller reads the result
+    /// at once), otherwise in the background at that rate.
     async fn apply_configuration_change(&self) {
-        let keys = self.identity_keys();
-        if keys.len() > self.0.configurations.twins_per_second as usize {
+        let keys = self.keys_connected_first();
+        let inline_limit = (self.0.configurations.twins_per_second as usize).min(MAX_INLINE_TWINS);
+        if keys.len() > inline_limit {
             self.0.configurations.sweep.notify_one();
             return;
         }
@@ -444,6 +454,17 @@ impl Hub {
             .await;
     }
 
+    /// Every identity, the connected ones first: they are the ones waiting for the change.
+    fn keys_connected_first(&self) -> Vec<IdentityKey> {
+        let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
+        let (mut connected, offline): (Vec<_>, Vec<_>) = entries
+            .iter()
+            .map(|(key, entry)| (key.clone(), entry.presence().connected))
+            .partition(|(_, connected)| *connected);
+        connected.extend(offline);
+        connected.into_iter().map(|(key, _)| key).collect()
+    }
+
     /// Targeted and applied counts of a configuration, from the twins as they are now.
     pub fn configuration_system_metrics(&self, id: &str) -> SystemMetrics {
         let entries: Vec<_> = self
@@ -456,7 +477,7 @@ impl Hub {
             .collect();
         let mut metrics = SystemMetrics::default();
         for entry in entries {
-            match entry.record().configurations.get(id) {
+            match entry.configuration_status(id) {
                 Some(ConfigurationStatus::Applied) => {
                     metrics.targeted += 1;
                     metrics.applied += 1;
@@ -475,10 +496,7 @@ impl Hub {
         let Some(entry) = self.entry(key) else {
             return Ok(());
         };
-        if configurations.is_empty()
-            && entry.record().configurations.is_empty()
-            && entry.record().configured_paths.is_empty()
-        {
+        if configurations.is_empty() && !entry.is_configured() {
             return Ok(());
         }
         let _write = entry.write.lock().await;
@@ -486,7 +504,9 @@ impl Hub {
             return Ok(());
         }
         let current = entry.record();
-        let assignment = assign(&configurations, key.module_id.is_some(), &entry.document());
+        let metadata = configurations.iter().any(|c| c.reads_metadata());
+        let document = crate::shape::twin_document(&current, &entry.presence(), metadata);
+        let assignment = assign(&configurations, key.module_id.is_some(), &document);
         let mut patch = Map::new();
         for (path, (owner, value)) in &assignment.owners {
             if current.configured_paths.get(path) != Some(owner) {
@@ -550,7 +570,7 @@ impl Hub {
                 () = shutdown.cancelled() => return,
                 () = self.0.configurations.sweep.notified() => {}
             }
-            let keys = self.identity_keys();
+            let keys = self.keys_connected_first();
             for chunk in keys.chunks(batch) {
                 self.reconcile_many(chunk).await;
                 tokio::select! {

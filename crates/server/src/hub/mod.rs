@@ -9,6 +9,7 @@
 mod configurations;
 mod error;
 mod firmware;
+mod index;
 mod jobs;
 mod methods;
 mod query;
@@ -121,35 +122,78 @@ impl Default for Presence {
     }
 }
 
+/// A record as an entry holds it: the bytes the store has (a tenth of the decoded size, so a
+/// million twins fit in memory) and, while the identity is connected, the decoded record too,
+/// since connected devices are the ones whose twins are read and written often.
+struct Held {
+    bytes: Box<[u8]>,
+    decoded: Option<Arc<Record>>,
+    /// The record's configuration statuses, kept decoded so configuration metrics do not decode
+    /// every twin.
+    configurations: BTreeMap<String, ConfigurationStatus>,
+    /// Whether the record has configuration statuses or configured paths.
+    configured: bool,
+}
+
+impl Held {
+    fn new(bytes: Box<[u8]>, record: &Record) -> Self {
+        Self {
+            bytes,
+            decoded: None,
+            configurations: record.configurations.clone(),
+            configured: !record.configurations.is_empty() || !record.configured_paths.is_empty(),
+        }
+    }
+}
+
 pub(crate) struct Entry {
     write: tokio::sync::Mutex<()>,
-    record: RwLock<Arc<Record>>,
+    held: RwLock<Held>,
+    /// Whether to keep the decoded record: the identity is connected.
+    hot: AtomicBool,
     deleted: AtomicBool,
     presence: Mutex<Presence>,
-    /// The twin document queries run over, built on first use after each change, so a query
-    /// does not serialise every twin again.
-    document: Mutex<Option<Arc<serde_json::Value>>>,
 }
 
 impl Entry {
-    fn new(record: Record) -> Arc<Self> {
+    fn new(bytes: Box<[u8]>, record: &Record) -> Arc<Self> {
         Arc::new(Self {
             write: tokio::sync::Mutex::new(()),
-            record: RwLock::new(Arc::new(record)),
+            held: RwLock::new(Held::new(bytes, record)),
+            hot: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             presence: Mutex::new(Presence::default()),
-            document: Mutex::new(None),
         })
     }
 
     pub(crate) fn record(&self) -> Arc<Record> {
-        Arc::clone(&self.record.read().unwrap_or_else(|e| e.into_inner()))
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        match &held.decoded {
+            Some(record) => Arc::clone(record),
+            None => Arc::new(decode_held(&held.bytes)),
+        }
     }
 
-    fn set_record(&self, record: Record) -> Arc<Record> {
+    /// The record's status for configuration `id`, without decoding the record.
+    fn configuration_status(&self, id: &str) -> Option<ConfigurationStatus> {
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        held.configurations.get(id).copied()
+    }
+
+    fn is_configured(&self) -> bool {
+        self.held
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .configured
+    }
+
+    fn set_record(&self, record: Record, bytes: Box<[u8]>) -> Arc<Record> {
         let record = Arc::new(record);
-        *self.record.write().unwrap_or_else(|e| e.into_inner()) = Arc::clone(&record);
-        self.forget_document();
+        let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+        *held = Held::new(bytes, &record);
+        if self.hot.load(Ordering::Acquire) {
+            held.decoded = Some(Arc::clone(&record));
+        }
         record
     }
 
@@ -158,39 +202,37 @@ impl Entry {
     }
 
     fn update_presence(&self, f: impl FnOnce(&mut Presence)) {
-        let mut presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
-        let before = *presence;
-        f(&mut presence);
-        // Only connection state and last activity are in the document; a ping that changes
-        // neither (same clock tick) keeps it.
-        if presence.connected != before.connected || presence.last_activity != before.last_activity
-        {
-            self.forget_document();
+        let connected = {
+            let mut presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut presence);
+            presence.connected
+        };
+        if self.hot.swap(connected, Ordering::AcqRel) != connected {
+            let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
+            held.decoded = connected.then(|| Arc::new(decode_held(&held.bytes)));
         }
     }
 
-    fn forget_document(&self) {
-        *self.document.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    /// The twin document (the REST twin shape), cached until the record or presence changes.
-    pub(crate) fn document(&self) -> Arc<serde_json::Value> {
-        let mut cached = self.document.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(document) = cached.as_ref() {
-            return Arc::clone(document);
-        }
-        let record = self.record();
-        let document = Arc::new(
-            serde_json::to_value(crate::shape::twin_dto(&record, &self.presence()))
-                .unwrap_or(serde_json::Value::Null),
-        );
-        *cached = Some(Arc::clone(&document));
-        document
+    /// The twin as queries see it: the REST twin shape, with `$metadata` only when asked for
+    /// (rendering it is most of the cost).
+    pub(crate) fn document(&self, metadata: bool) -> serde_json::Value {
+        crate::shape::twin_document(&self.record(), &self.presence(), metadata)
     }
 
     fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
     }
+}
+
+/// Decodes bytes an entry holds. They were either encoded by [`encode_record`] or decoded once
+/// when the store was loaded, so failing here means memory was corrupted.
+fn decode_held(bytes: &[u8]) -> Record {
+    serde_json::from_slice(bytes).expect("held records were encoded by the hub or checked at load")
+}
+
+/// The stored form of a record.
+fn encode_record(record: &Record) -> Result<Vec<u8>, HubError> {
+    serde_json::to_vec(record).map_err(|e| HubError::Storage(e.to_string()))
 }
 
 /// Settings a running hub needs from its configuration.
@@ -217,6 +259,7 @@ pub(crate) struct Inner {
     store: Arc<dyn Store>,
     policies: RwLock<Arc<Vec<AccessPolicy>>>,
     entries: RwLock<BTreeMap<IdentityKey, Arc<Entry>>>,
+    indexes: index::Indexes,
     /// Serialises creating and deleting identities, so existence checks and the durable write agree.
     structure: tokio::sync::Mutex<()>,
     sessions: sessions::Directory,
@@ -238,20 +281,7 @@ impl Hub {
         owner_key: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Option<Batch>), HubError> {
-        let mut entries = BTreeMap::new();
-        for (key, value) in store.load(Table::Registry).map_err(HubError::storage)? {
-            let record: Record = serde_json::from_slice(&value).map_err(|e| {
-                HubError::Storage(format!(
-                    "registry row {:?} is unreadable: {e}",
-                    String::from_utf8_lossy(&key)
-                ))
-            })?;
-            let id_key = IdentityKey {
-                device_id: record.identity.device_id.clone(),
-                module_id: record.identity.module_id.clone(),
-            };
-            entries.insert(id_key, Entry::new(record));
-        }
+        let entries = load_entries(store.load(Table::Registry).map_err(HubError::storage)?)?;
         let stored_policies = store
             .get(Table::Settings, POLICIES_KEY)
             .map_err(HubError::storage)?;
@@ -297,6 +327,7 @@ impl Hub {
             store,
             policies: RwLock::new(Arc::new(policies)),
             entries: RwLock::new(entries),
+            indexes: index::Indexes::default(),
             structure: tokio::sync::Mutex::new(()),
             sessions,
             configurations,
@@ -322,12 +353,6 @@ impl Hub {
 
     pub fn policies(&self) -> Arc<Vec<AccessPolicy>> {
         Arc::clone(&self.0.policies.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// Every registered identity's key, as of now.
-    pub(crate) fn identity_keys(&self) -> Vec<IdentityKey> {
-        let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries.keys().cloned().collect()
     }
 
     pub(crate) fn entry(&self, key: &IdentityKey) -> Option<Arc<Entry>> {
@@ -364,16 +389,73 @@ impl Hub {
             device_id: record.identity.device_id.clone(),
             module_id: record.identity.module_id.clone(),
         };
-        let value = serde_json::to_vec(&record).map_err(|e| HubError::Storage(e.to_string()))?;
+        let value = encode_record(&record)?;
         let mut batch = Batch::new();
-        batch.put(Table::Registry, key.store_key(), value);
+        batch.put(Table::Registry, key.store_key(), value.clone());
         self.0
             .store
             .commit(batch)
             .await
             .map_err(HubError::storage)?;
-        Ok(entry.set_record(record))
+        let record = entry.set_record(record, value.into_boxed_slice());
+        self.0.indexes.record_change(&key, Some(&record));
+        Ok(record)
     }
+}
+
+/// Builds the entries from the registry table, decoding every row once (on all cores) to check
+/// it and to read its identity.
+fn load_entries(
+    rows: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<BTreeMap<IdentityKey, Arc<Entry>>, HubError> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let chunk = rows.len().div_ceil(threads).max(1);
+    let mut parts: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        parts.push(rows.by_ref().take(chunk).collect());
+    }
+    let loaded: Vec<Result<Vec<LoadedEntry>, HubError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = parts
+            .into_iter()
+            .map(|part| {
+                scope.spawn(move || {
+                    part.into_iter()
+                        .map(|(key, value)| load_entry(&key, value))
+                        .collect()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    Err(HubError::Storage("loading the registry failed".into()))
+                })
+            })
+            .collect()
+    });
+    let mut entries = BTreeMap::new();
+    for part in loaded {
+        entries.extend(part?);
+    }
+    Ok(entries)
+}
+
+type LoadedEntry = (IdentityKey, Arc<Entry>);
+
+fn load_entry(key: &[u8], value: Vec<u8>) -> Result<LoadedEntry, HubError> {
+    let record: Record = serde_json::from_slice(&value).map_err(|e| {
+        HubError::Storage(format!(
+            "registry row {:?} is unreadable: {e}",
+            String::from_utf8_lossy(key)
+        ))
+    })?;
+    let id_key = IdentityKey {
+        device_id: record.identity.device_id.clone(),
+        module_id: record.identity.module_id.clone(),
+    };
+    Ok((id_key, Entry::new(value.into_boxed_slice(), &record)))
 }
 
 /// An `If-Match` precondition as the SDKs send it (`"*"`, `*`, `"etag"`, `W/"etag"`, or absent).

@@ -9,9 +9,18 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use twinhub_query::{Collection, Condition, Query};
+use twinhub_query::{Collection, Condition, KeyRange, Query};
 
+use super::index::PathIndex;
 use super::{Entry, Hub, HubError, IdentityKey};
+use crate::shape::twin_document;
+
+/// How a condition is answered from indexes: one index yields candidates in key order, the
+/// others only filter them.
+struct Plan {
+    driver: (Arc<PathIndex>, KeyRange),
+    filters: Vec<(Arc<PathIndex>, KeyRange)>,
+}
 
 /// What the items of a page are, as IoT Hub labels them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,11 +113,87 @@ impl Hub {
         }
     }
 
+    /// Visits, in key order from just after `after`, every twin the condition may match: the
+    /// twins an index selects when the condition allows one, else every twin. The visitor
+    /// still has to check the condition; it returns false to stop.
+    fn candidates(
+        &self,
+        condition: &Condition,
+        modules: bool,
+        after: Option<&IdentityKey>,
+        mut visit: impl FnMut(&IdentityKey, &Arc<Entry>) -> bool,
+    ) {
+        let Some(plan) = self.plan(condition, modules) else {
+            self.scan(modules, after, visit);
+            return;
+        };
+        let (driver, driver_range) = &plan.driver;
+        for key in driver.keys_in(driver_range, after) {
+            if !plan
+                .filters
+                .iter()
+                .all(|(index, range)| index.contains(range, &key))
+            {
+                continue;
+            }
+            let Some(entry) = self.entry(&key).filter(|e| !e.is_deleted()) else {
+                continue;
+            };
+            if !visit(&key, &entry) {
+                return;
+            }
+        }
+    }
+
+    /// The indexes to answer `condition` from: the one selecting the fewest twins drives, the
+    /// others filter. `None` when no index applies.
+    fn plan(&self, condition: &Condition, modules: bool) -> Option<Plan> {
+        let terms = condition.index_terms();
+        if terms.is_empty() {
+            return None;
+        }
+        let paths: Vec<Vec<String>> = terms.iter().map(|t| t.path.clone()).collect();
+        let indexes = self.indexes_for(modules, &paths);
+        let mut usable: Vec<(usize, Arc<PathIndex>, KeyRange)> = terms
+            .into_iter()
+            .zip(indexes)
+            .filter_map(|(term, index)| {
+                let index = index?;
+                Some((index.count(&term.range), index, term.range))
+            })
+            .collect();
+        usable.sort_by_key(|(count, _, _)| *count);
+        let mut usable = usable.into_iter().map(|(_, index, range)| (index, range));
+        let driver = usable.next()?;
+        Some(Plan {
+            driver,
+            filters: usable.collect(),
+        })
+    }
+
+    /// The indexes of `paths`, filled by one scan of the collection for those that are new.
+    fn indexes_for(&self, modules: bool, paths: &[Vec<String>]) -> Vec<Option<Arc<PathIndex>>> {
+        self.0.indexes.get_or_create(modules, paths, |visit| {
+            self.scan(modules, None, |key, entry| {
+                visit(key, &entry.record());
+                true
+            });
+        })
+    }
+
     /// The device (or module) twins matching a condition, in key order.
     pub fn query_identities(&self, condition: &Condition, modules: bool) -> Vec<IdentityKey> {
         let mut keys = Vec::new();
-        self.scan(modules, None, |key, entry| {
-            if condition.is_everything() || condition.matches(&entry.document()) {
+        if condition.is_everything() {
+            self.scan(modules, None, |key, _| {
+                keys.push(key.clone());
+                true
+            });
+            return keys;
+        }
+        let metadata = condition.reads_metadata();
+        self.candidates(condition, modules, None, |key, entry| {
+            if condition.matches(&entry.document(metadata)) {
                 keys.push(key.clone());
             }
             true
@@ -119,14 +204,49 @@ impl Hub {
     /// Counts the twins a query's condition matches (configuration metrics).
     pub(crate) fn count_matching(&self, query: &Query) -> u64 {
         let modules = query.collection() == Collection::DevicesModules;
+        let condition = query.condition();
+        let metadata = condition.reads_metadata();
         let mut count = 0;
-        self.scan(modules, None, |_, entry| {
-            if query.condition().matches(&entry.document()) {
+        self.candidates(condition, modules, None, |_, entry| {
+            if condition.matches(&entry.document(metadata)) {
                 count += 1;
             }
             true
         });
         count
+    }
+
+    /// Answers a `COUNT()` grouped by one path over every twin from that path's index, without
+    /// reading twins. `None` when the query is not of that form or the index cannot answer it
+    /// (a twin with a null, array or object value there).
+    fn counted_from_index(&self, query: &Query) -> Option<Vec<Value>> {
+        let path = query.counted_group_path()?;
+        if !query.condition().is_everything() {
+            return None;
+        }
+        let modules = query.collection() == Collection::DevicesModules;
+        let index = self.indexes_for(modules, &[path]).pop().flatten()?;
+        let (counts, other) = index.counts();
+        if other > 0 {
+            return None;
+        }
+        let total = self.collection_size(modules);
+        let keyed: u64 = counts.iter().map(|(_, n)| n).sum();
+        let undefined = total.saturating_sub(keyed);
+        let groups = counts
+            .into_iter()
+            .map(|(key, n)| (Some(key.to_value()), n))
+            .chain((undefined > 0).then_some((None, undefined)));
+        Some(query.rows_from_group_counts(groups))
+    }
+
+    /// How many twins (devices, or modules) exist now.
+    fn collection_size(&self, modules: bool) -> u64 {
+        let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .iter()
+            .filter(|(k, e)| k.module_id.is_some() == modules && !e.is_deleted())
+            .count() as u64
     }
 
     /// Runs one page of a query.
@@ -151,21 +271,26 @@ impl Hub {
         }
         let rows = match query.collection() {
             Collection::DevicesJobs => query.execute(self.device_job_documents().iter()),
-            collection => {
-                let mut docs = Vec::new();
-                self.scan(
-                    collection == Collection::DevicesModules,
-                    None,
-                    |_, entry| {
-                        let doc = entry.document();
-                        if query.condition().matches(&doc) {
-                            docs.push(doc);
-                        }
-                        true
-                    },
-                );
-                query.execute(docs.iter().map(Arc::as_ref))
-            }
+            collection => match self.counted_from_index(query) {
+                Some(rows) => rows,
+                None => {
+                    let metadata = query.reads_metadata() || query.is_select_star();
+                    let mut docs = Vec::new();
+                    self.candidates(
+                        query.condition(),
+                        collection == Collection::DevicesModules,
+                        None,
+                        |_, entry| {
+                            let doc = entry.document(metadata);
+                            if query.condition().matches(&doc) {
+                                docs.push(doc);
+                            }
+                            true
+                        },
+                    );
+                    query.execute(docs.iter())
+                }
+            },
         };
         let offset = token.offset.unwrap_or(0).min(rows.len());
         let end = offset.saturating_add(max_items).min(rows.len());
@@ -197,16 +322,26 @@ impl Hub {
         let mut last_key = None;
         let mut more = false;
         if page_size > 0 {
-            self.scan(modules, token.after.as_ref(), |key, entry| {
-                let doc = entry.document();
-                if !query.condition().matches(&doc) {
+            let condition = query.condition();
+            let filter_metadata = condition.reads_metadata();
+            let row_metadata = query.is_select_star() || query.reads_metadata();
+            self.candidates(condition, modules, token.after.as_ref(), |key, entry| {
+                let record = entry.record();
+                let presence = entry.presence();
+                let doc = twin_document(&record, &presence, filter_metadata);
+                if !condition.is_everything() && !condition.matches(&doc) {
                     return true;
                 }
                 if items.len() == page_size {
                     more = true;
                     return false;
                 }
-                items.push(query.project(&doc));
+                let row = if row_metadata && !filter_metadata {
+                    twin_document(&record, &presence, true)
+                } else {
+                    doc
+                };
+                items.push(query.project(&row));
                 last_key = Some(key.clone());
                 true
             });

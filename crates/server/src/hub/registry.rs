@@ -11,7 +11,7 @@ use twinhub_core::time::Timestamp;
 use twinhub_core::twin::Twin;
 use twinhub_store::{Batch, Table};
 
-use super::{Entry, Hub, HubError, IdentityKey, IfMatch, Presence, Record};
+use super::{Entry, Hub, HubError, IdentityKey, IfMatch, Presence, Record, encode_record};
 
 /// The writable fields of an identity, as a create or update request gives them.
 #[derive(Clone, Debug)]
@@ -140,19 +140,21 @@ impl Hub {
         let structure = self.0.structure.lock().await;
         let record = self.new_record(&spec)?;
         let mut batch = Batch::new();
-        batch.put(Table::Registry, spec.key.store_key(), encode(&record)?);
+        let bytes = encode_record(&record)?;
+        batch.put(Table::Registry, spec.key.store_key(), bytes.clone());
         self.0
             .store
             .commit(batch)
             .await
             .map_err(HubError::storage)?;
-        let entry = Entry::new(record);
-        let record = entry.record();
+        let entry = Entry::new(bytes.into_boxed_slice(), &record);
         self.0
             .entries
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(spec.key.clone(), entry);
+        self.0.indexes.record_change(&spec.key, Some(&record));
+        let record = Arc::new(record);
         self.count_registered();
         drop(structure);
         self.reconcile_after_write(&spec.key).await;
@@ -281,6 +283,9 @@ impl Hub {
             }
         }
         for k in &doomed {
+            self.0.indexes.record_change(k, None);
+        }
+        for k in &doomed {
             self.0.sessions.close_identity(k, "identity deleted");
         }
         self.count_registered();
@@ -348,14 +353,14 @@ impl Hub {
         let mut batch = Batch::new();
         for spec in specs {
             let built = spec.validate().and_then(|()| self.new_record(&spec));
-            match built.and_then(|record| encode(&record).map(|bytes| (record, bytes))) {
+            match built.and_then(|record| encode_record(&record).map(|bytes| (record, bytes))) {
                 Ok((record, bytes))
                     if !accepted
                         .iter()
-                        .any(|(k, _): &(IdentityKey, Record)| *k == spec.key) =>
+                        .any(|(k, _, _): &(IdentityKey, Record, Vec<u8>)| *k == spec.key) =>
                 {
-                    batch.put(Table::Registry, spec.key.store_key(), bytes);
-                    accepted.push((spec.key.clone(), record));
+                    batch.put(Table::Registry, spec.key.store_key(), bytes.clone());
+                    accepted.push((spec.key.clone(), record, bytes));
                     outcomes.push(BulkOutcome {
                         key: spec.key,
                         result: Ok(()),
@@ -386,12 +391,18 @@ impl Hub {
             }
             return outcomes;
         }
-        let keys: Vec<IdentityKey> = accepted.iter().map(|(key, _)| key.clone()).collect();
+        let keys: Vec<IdentityKey> = accepted.iter().map(|(key, _, _)| key.clone()).collect();
         {
             let mut entries = self.0.entries.write().unwrap_or_else(|e| e.into_inner());
-            for (key, record) in accepted {
-                entries.insert(key, Entry::new(record));
+            for (key, record, bytes) in &accepted {
+                entries.insert(
+                    key.clone(),
+                    Entry::new(bytes.clone().into_boxed_slice(), record),
+                );
             }
+        }
+        for (key, record, _) in &accepted {
+            self.0.indexes.record_change(key, Some(record));
         }
         self.count_registered();
         drop(structure);
@@ -430,8 +441,4 @@ impl Hub {
             entry.update_presence(|p| p.last_activity = Timestamp::now());
         }
     }
-}
-
-pub(super) fn encode(record: &Record) -> Result<Vec<u8>, HubError> {
-    serde_json::to_vec(record).map_err(|e| HubError::Storage(e.to_string()))
 }

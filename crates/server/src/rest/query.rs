@@ -27,9 +27,14 @@ pub(super) async fn query_devices(
         .and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| *n > 0)
         .map_or(DEFAULT_PAGE, |n| n.min(MAX_PAGE));
-    let page = state
-        .hub
-        .query_page(&query, page_size, header("x-ms-continuation"))?;
+    let continuation = header("x-ms-continuation").map(str::to_owned);
+    let hub = state.hub.clone();
+    // A query may read every twin (or fill an index): keep it off the async workers.
+    let page = tokio::task::spawn_blocking(move || {
+        hub.query_page(&query, page_size, continuation.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError::new(ErrorCode::ServerError, format!("the query failed: {e}")))??;
     let mut response = json(StatusCode::OK, &page.items);
     let item_type = match page.item_type {
         ItemType::Twin => "twin",

@@ -1,0 +1,331 @@
+//! Secondary indexes on twin property paths. An index is created the first time a query could
+//! use it, filled by one scan, and from then on kept exact by every write, so selective queries
+//! and grouped counts read candidate twins instead of every twin.
+//!
+//! Writes publish a record first and update the indexes after, both before they are
+//! acknowledged: a query that starts after an acknowledged write sees it in every index. While
+//! an index is being filled, writes queue their changes and the filling scan replays them, so a
+//! twin written during the scan ends up with its newest value.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use serde_json::{Map, Value};
+use twinhub_query::{IndexKey, KeyRange};
+
+use super::{IdentityKey, Record};
+
+/// Most paths indexed at once per collection; a query on another path scans.
+const MAX_INDEXES: usize = 32;
+
+/// What one twin has at an indexed path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Slot {
+    Key(IndexKey),
+    /// Defined, but null, an array or an object: not orderable, still counted.
+    Other,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_key: BTreeMap<IndexKey, BTreeSet<IdentityKey>>,
+    other: BTreeSet<IdentityKey>,
+    of: HashMap<IdentityKey, Slot>,
+}
+
+impl Entries {
+    fn set(&mut self, key: &IdentityKey, slot: Option<Slot>) {
+        if let Some(old) = self.of.get(key) {
+            if Some(old) == slot.as_ref() {
+                return;
+            }
+            match old {
+                Slot::Key(k) => {
+                    if let Some(set) = self.by_key.get_mut(k) {
+                        set.remove(key);
+                        if set.is_empty() {
+                            self.by_key.remove(k);
+                        }
+                    }
+                }
+                Slot::Other => {
+                    self.other.remove(key);
+                }
+            }
+        }
+        match slot {
+            Some(Slot::Key(k)) => {
+                self.by_key
+                    .entry(k.clone())
+                    .or_default()
+                    .insert(key.clone());
+                self.of.insert(key.clone(), Slot::Key(k));
+            }
+            Some(Slot::Other) => {
+                self.other.insert(key.clone());
+                self.of.insert(key.clone(), Slot::Other);
+            }
+            None => {
+                self.of.remove(key);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Changes made while the index is being filled, replayed in order when it is.
+    pending: Option<Vec<(IdentityKey, Option<Slot>)>>,
+    entries: Entries,
+}
+
+/// The index of one path in one collection (device twins or module twins).
+pub(crate) struct PathIndex {
+    path: Vec<String>,
+    state: RwLock<State>,
+    filled: OnceLock<()>,
+}
+
+impl PathIndex {
+    fn new(path: Vec<String>) -> Self {
+        Self {
+            path,
+            state: RwLock::new(State {
+                pending: Some(Vec::new()),
+                entries: Entries::default(),
+            }),
+            filled: OnceLock::new(),
+        }
+    }
+
+    fn slot_of(&self, record: &Record) -> Option<Slot> {
+        let value = value_at(record, &self.path)?;
+        Some(IndexKey::of(value).map_or(Slot::Other, Slot::Key))
+    }
+
+    fn record_change(&self, key: &IdentityKey, record: Option<&Record>) {
+        let slot = record.and_then(|r| self.slot_of(r));
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        match &mut state.pending {
+            Some(pending) => pending.push((key.clone(), slot)),
+            None => state.entries.set(key, slot),
+        }
+    }
+
+    fn is_filled(&self) -> bool {
+        self.filled.get().is_some()
+    }
+
+    /// Installs what a filling scan found, then replays the changes made meanwhile.
+    fn finish_fill(&self, mut entries: Entries) {
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for (key, slot) in state.pending.take().unwrap_or_default() {
+            entries.set(&key, slot);
+        }
+        state.entries = entries;
+        drop(state);
+        let _ = self.filled.set(());
+    }
+
+    /// How many twins have a key in `range`.
+    pub(crate) fn count(&self, range: &KeyRange) -> usize {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let entries = &state.entries;
+        match range {
+            KeyRange::OneOf(keys) => unique(keys)
+                .filter_map(|k| entries.by_key.get(k))
+                .map(BTreeSet::len)
+                .sum(),
+            KeyRange::Between { .. } => between(&entries.by_key, range)
+                .map(|(_, set)| set.len())
+                .sum(),
+        }
+    }
+
+    /// The twins with a key in `range` and a key after `after`, in key order.
+    pub(crate) fn keys_in(
+        &self,
+        range: &KeyRange,
+        after: Option<&IdentityKey>,
+    ) -> Vec<IdentityKey> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let entries = &state.entries;
+        let sets: Vec<&BTreeSet<IdentityKey>> = match range {
+            KeyRange::OneOf(keys) => unique(keys).filter_map(|k| entries.by_key.get(k)).collect(),
+            KeyRange::Between { .. } => between(&entries.by_key, range)
+                .map(|(_, set)| set)
+                .collect(),
+        };
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut keys: Vec<IdentityKey> = sets
+            .iter()
+            .flat_map(|set| {
+                set.range::<IdentityKey, _>((lower, Bound::Unbounded))
+                    .cloned()
+            })
+            .collect();
+        if sets.len() > 1 {
+            keys.sort_unstable();
+        }
+        keys
+    }
+
+    /// Whether the twin `key` has a key in `range`.
+    pub(crate) fn contains(&self, range: &KeyRange, key: &IdentityKey) -> bool {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        match state.entries.of.get(key) {
+            Some(Slot::Key(k)) => range.contains(k),
+            _ => false,
+        }
+    }
+
+    /// Twins per key, and how many have a value that is not a key (null, array, object).
+    pub(crate) fn counts(&self) -> (Vec<(IndexKey, u64)>, u64) {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let entries = &state.entries;
+        let counts = entries
+            .by_key
+            .iter()
+            .map(|(k, set)| (k.clone(), set.len() as u64))
+            .collect();
+        (counts, entries.other.len() as u64)
+    }
+}
+
+/// The entries a `Between` range selects, only of the range's own type.
+fn between<'a>(
+    by_key: &'a BTreeMap<IndexKey, BTreeSet<IdentityKey>>,
+    range: &KeyRange,
+) -> impl Iterator<Item = (&'a IndexKey, &'a BTreeSet<IdentityKey>)> {
+    range
+        .as_interval()
+        .map(|interval| by_key.range(interval))
+        .into_iter()
+        .flatten()
+}
+
+fn unique(keys: &[IndexKey]) -> impl Iterator<Item = &IndexKey> {
+    let distinct: BTreeSet<&IndexKey> = keys.iter().collect();
+    distinct.into_iter()
+}
+
+/// The value of a twin at a document path, for the paths an index can serve: below `tags`,
+/// `properties.desired` or `properties.reported`, through objects only.
+fn value_at<'r>(record: &'r Record, path: &[String]) -> Option<&'r Value> {
+    let (root, rest): (&Map<String, Value>, &[String]) = match path {
+        [tags, rest @ ..] if tags == "tags" => (&record.twin.tags, rest),
+        [properties, section, rest @ ..] if properties == "properties" => match section.as_str() {
+            "desired" => (record.twin.desired.properties(), rest),
+            "reported" => (record.twin.reported.properties(), rest),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let (last, parents) = rest.split_last()?;
+    let mut object = root;
+    for segment in parents {
+        object = object.get(segment)?.as_object()?;
+    }
+    object.get(last)
+}
+
+/// Whether an index can serve `path` (see [`value_at`]); `$`-prefixed segments are the
+/// document's own bookkeeping (`$metadata`, `$version`), not properties.
+pub(crate) fn indexable(path: &[String]) -> bool {
+    let rest = match path {
+        [tags, rest @ ..] if tags == "tags" => rest,
+        [properties, section, rest @ ..]
+            if properties == "properties" && (section == "desired" || section == "reported") =>
+        {
+            rest
+        }
+        _ => return false,
+    };
+    !rest.is_empty() && rest.iter().all(|s| !s.is_empty() && !s.starts_with('$'))
+}
+
+/// Which collection (module twins or not) and which path an index covers.
+type IndexId = (bool, Vec<String>);
+
+/// Every index of the hub, per collection.
+#[derive(Default)]
+pub(crate) struct Indexes {
+    by_path: RwLock<HashMap<IndexId, Arc<PathIndex>>>,
+    /// Held while a scan fills indexes; a query needing an index being filled waits here.
+    filling: Mutex<()>,
+}
+
+impl Indexes {
+    /// Records that twin `key` now is `record` (`None`: deleted) in every index of its
+    /// collection.
+    pub(crate) fn record_change(&self, key: &IdentityKey, record: Option<&Record>) {
+        let modules = key.module_id.is_some();
+        let indexes: Vec<Arc<PathIndex>> = {
+            let by_path = self.by_path.read().unwrap_or_else(|e| e.into_inner());
+            if by_path.is_empty() {
+                return;
+            }
+            by_path
+                .iter()
+                .filter(|((m, _), _)| *m == modules)
+                .map(|(_, index)| Arc::clone(index))
+                .collect()
+        };
+        for index in indexes {
+            index.record_change(key, record);
+        }
+    }
+
+    /// The filled indexes of `paths` (`None` for a path no index can serve, or when there is no
+    /// room for another), creating and filling the missing ones with one call of `scan`, which
+    /// must visit every twin of the collection as it is when called.
+    pub(crate) fn get_or_create(
+        &self,
+        modules: bool,
+        paths: &[Vec<String>],
+        scan: impl FnOnce(&mut dyn FnMut(&IdentityKey, &Record)),
+    ) -> Vec<Option<Arc<PathIndex>>> {
+        let indexes: Vec<Option<Arc<PathIndex>>> = {
+            let mut by_path = self.by_path.write().unwrap_or_else(|e| e.into_inner());
+            paths
+                .iter()
+                .map(|path| {
+                    if !indexable(path) {
+                        return None;
+                    }
+                    let index_key = (modules, path.clone());
+                    if let Some(index) = by_path.get(&index_key) {
+                        return Some(Arc::clone(index));
+                    }
+                    if by_path.keys().filter(|(m, _)| *m == modules).count() >= MAX_INDEXES {
+                        return None;
+                    }
+                    let index = Arc::new(PathIndex::new(path.clone()));
+                    by_path.insert(index_key, Arc::clone(&index));
+                    Some(index)
+                })
+                .collect()
+        };
+        if indexes.iter().flatten().any(|index| !index.is_filled()) {
+            let _filling = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+            let unfilled: Vec<&Arc<PathIndex>> = indexes
+                .iter()
+                .flatten()
+                .filter(|index| !index.is_filled())
+                .collect();
+            if !unfilled.is_empty() {
+                let mut found: Vec<Entries> = unfilled.iter().map(|_| Entries::default()).collect();
+                scan(&mut |key, record| {
+                    for (index, entries) in unfilled.iter().zip(found.iter_mut()) {
+                        entries.set(key, index.slot_of(record));
+                    }
+                });
+                for (index, entries) in unfilled.into_iter().zip(found) {
+                    index.finish_fill(entries);
+                }
+            }
+        }
+        indexes
+    }
+}
