@@ -180,16 +180,23 @@ impl PathIndex {
         }
     }
 
-    /// Twins per key, and how many have a value that is not a key (null, array, object).
-    pub(crate) fn counts(&self) -> (Vec<(IndexKey, u64)>, u64) {
+    /// Per key: how many twins have it and the first of them in key order (whose spelling of
+    /// the value a scan would show, `1` or `1.0`); and how many twins have a value that is not
+    /// a key (null, array, object).
+    pub(crate) fn counts(&self) -> (Vec<(IndexKey, u64, IdentityKey)>, u64) {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let entries = &state.entries;
         let counts = entries
             .by_key
             .iter()
-            .map(|(k, set)| (k.clone(), set.len() as u64))
+            .filter_map(|(k, set)| Some((k.clone(), set.len() as u64, set.first()?.clone())))
             .collect();
         (counts, entries.other.len() as u64)
+    }
+
+    /// The value twin `record` has at this index's path.
+    pub(crate) fn value_of<'r>(&self, record: &'r Record) -> Option<&'r Value> {
+        value_at(record, &self.path)
     }
 }
 
@@ -329,3 +336,6 @@ impl Indexes {
         indexes
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -9,11 +9,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use twinhub_query::{Collection, Condition, KeyRange, Query};
+use twinhub_query::{Collection, Condition, IndexKey, KeyRange, Query};
 
 use super::index::PathIndex;
 use super::{Entry, Hub, HubError, IdentityKey};
-use crate::shape::twin_document;
 
 /// How a condition is answered from indexes: one index yields candidates in key order, the
 /// others only filter them.
@@ -231,12 +230,22 @@ impl Hub {
             return None;
         }
         let total = self.collection_size(modules);
-        let keyed: u64 = counts.iter().map(|(_, n)| n).sum();
+        let keyed: u64 = counts.iter().map(|(_, n, _)| n).sum();
         let undefined = total.saturating_sub(keyed);
-        let groups = counts
+        let groups: Vec<(Option<Value>, u64)> = counts
             .into_iter()
-            .map(|(key, n)| (Some(key.to_value()), n))
-            .chain((undefined > 0).then_some((None, undefined)));
+            .map(|(key, n, first)| {
+                // The first twin may have changed since the counts were taken; its spelling
+                // only counts while it still has this key.
+                let spelled = self
+                    .entry(&first)
+                    .and_then(|entry| index.value_of(&entry.record()).cloned())
+                    .filter(|value| IndexKey::of(value).as_ref() == Some(&key))
+                    .unwrap_or_else(|| key.to_value());
+                (Some(spelled), n)
+            })
+            .chain((undefined > 0).then_some((None, undefined)))
+            .collect();
         Some(query.rows_from_group_counts(groups))
     }
 
@@ -323,12 +332,11 @@ impl Hub {
         let mut more = false;
         if page_size > 0 {
             let condition = query.condition();
-            let filter_metadata = condition.reads_metadata();
-            let row_metadata = query.is_select_star() || query.reads_metadata();
+            // Rendered once per twin: with `$metadata` when the condition or the row needs it.
+            let metadata =
+                condition.reads_metadata() || query.is_select_star() || query.reads_metadata();
             self.candidates(condition, modules, token.after.as_ref(), |key, entry| {
-                let record = entry.record();
-                let presence = entry.presence();
-                let doc = twin_document(&record, &presence, filter_metadata);
+                let doc = entry.document(metadata);
                 if !condition.is_everything() && !condition.matches(&doc) {
                     return true;
                 }
@@ -336,12 +344,11 @@ impl Hub {
                     more = true;
                     return false;
                 }
-                let row = if row_metadata && !filter_metadata {
-                    twin_document(&record, &presence, true)
-                } else {
+                items.push(if query.is_select_star() {
                     doc
-                };
-                items.push(query.project(&row));
+                } else {
+                    query.project(&doc)
+                });
                 last_key = Some(key.clone());
                 true
             });
