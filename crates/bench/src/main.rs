@@ -11,11 +11,6 @@ use twinhub_bench::report::{self, ScenarioReport, Status};
 use twinhub_bench::scenarios::Scenario;
 use twinhub_bench::{baseline, fleet};
 
-/// mimalloc rather than the system allocator: the hub allocates and frees many small JSON values
-/// per request, and glibc's malloc spent about a third of a query profile consolidating them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Debug, Parser)]
 #[command(
     name = "twinhub-bench",

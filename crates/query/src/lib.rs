@@ -325,6 +325,37 @@ impl Query {
         self.sorted_and_cut(aggregate::rows_from_counts(columns, path, groups))
     }
 
+    /// Whether the query is only `COUNT()`s with no GROUP BY (`SELECT COUNT() AS n FROM devices
+    /// WHERE ...`): its answer needs the number of matching documents, not the documents.
+    pub fn is_total_count(&self) -> bool {
+        let Select::Aggregate(columns) = &self.select else {
+            return false;
+        };
+        self.group_by.is_empty()
+            && columns.iter().all(|column| {
+                matches!(column, Column::Aggregate { func, .. } if *func == AggregateFunc::Count)
+            })
+    }
+
+    /// The rows `aggregate()` gives over `matching` documents for a query where
+    /// [`Query::is_total_count`] holds (one row, as without GROUP BY there always is); empty
+    /// for any other query.
+    pub fn rows_from_total_count(&self, matching: u64) -> Vec<Value> {
+        let Select::Aggregate(columns) = &self.select else {
+            return Vec::new();
+        };
+        if !self.is_total_count() {
+            return Vec::new();
+        }
+        let mut row = Map::new();
+        for column in columns {
+            if let Column::Aggregate { name, .. } = column {
+                row.insert(name.to_string(), Value::from(matching));
+            }
+        }
+        self.sorted_and_cut(vec![Value::Object(row)])
+    }
+
     fn counted_group(&self) -> Option<(&[Column], &Path)> {
         let Select::Aggregate(columns) = &self.select else {
             return None;

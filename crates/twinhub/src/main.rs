@@ -8,11 +8,6 @@ mod simulate;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc rather than the system allocator: the hub allocates and frees many small JSON values
-/// per request, and glibc's malloc spent about a third of a query profile consolidating them.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "twinhub",

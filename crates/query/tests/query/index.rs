@@ -798,3 +798,36 @@ proptest! {
         prop_assert_eq!(actual, expected);
     }
 }
+
+#[test]
+fn rows_from_a_total_count_equal_aggregating_the_documents() {
+    let docs = devices();
+    let counted = [
+        "SELECT COUNT() FROM devices",
+        "SELECT COUNT() AS n FROM devices",
+        "SELECT COUNT() AS a, COUNT() AS b FROM devices WHERE status = 'enabled'",
+        "SELECT TOP 0 COUNT() AS n FROM devices",
+    ];
+    for text in counted {
+        let query = parse(text).unwrap();
+        assert!(query.is_total_count(), "{text}");
+        let matching = docs.iter().filter(|d| query.condition().matches(d)).count();
+        assert_eq!(
+            query.rows_from_total_count(matching as u64),
+            query.execute(docs.iter()),
+            "{text}"
+        );
+        assert_eq!(query.rows_from_total_count(0), query.execute([]), "{text}");
+    }
+    let not_counted = [
+        "SELECT status, COUNT() FROM devices GROUP BY status",
+        "SELECT COUNT() AS n, SUM(version) AS v FROM devices",
+        "SELECT * FROM devices",
+        "SELECT deviceId FROM devices",
+    ];
+    for text in not_counted {
+        let query = parse(text).unwrap();
+        assert!(!query.is_total_count(), "{text}");
+        assert!(query.rows_from_total_count(3).is_empty(), "{text}");
+    }
+}

@@ -204,6 +204,9 @@ impl Hub {
     pub(crate) fn count_matching(&self, query: &Query) -> u64 {
         let modules = query.collection() == Collection::DevicesModules;
         let condition = query.condition();
+        if condition.is_everything() {
+            return self.collection_size(modules);
+        }
         let metadata = condition.reads_metadata();
         let mut count = 0;
         self.candidates(condition, modules, None, |_, entry| {
@@ -280,6 +283,7 @@ impl Hub {
         }
         let rows = match query.collection() {
             Collection::DevicesJobs => query.execute(self.device_job_documents().iter()),
+            _ if query.is_total_count() => query.rows_from_total_count(self.count_matching(query)),
             collection => match self.counted_from_index(query) {
                 Some(rows) => rows,
                 None => {

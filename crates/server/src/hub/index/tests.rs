@@ -64,6 +64,7 @@ const DEVICE_QUERIES: &[&str] = &[
      ORDER BY properties.reported.temperature DESC",
     "SELECT deviceId FROM devices WHERE tags.floor IN [1, 2] ORDER BY deviceId DESC",
     "SELECT COUNT() FROM devices WHERE tags.site = 'north'",
+    "SELECT COUNT() AS n FROM devices",
     "SELECT COUNT() AS n FROM devices WHERE properties.reported.temperature > 20",
     "SELECT tags.site AS site, COUNT() AS n FROM devices GROUP BY tags.site",
     "SELECT tags.floor, COUNT() FROM devices GROUP BY tags.floor",
@@ -88,6 +89,7 @@ const DEVICE_QUERIES: &[&str] = &[
 
 /// Queries over module twins, whose indexes are apart from those of device twins.
 const MODULE_QUERIES: &[&str] = &[
+    "SELECT COUNT() AS n FROM devices.modules",
     "SELECT * FROM devices.modules WHERE tags.role = 'sensor'",
     "SELECT * FROM devices.modules WHERE devices.modules.tags.role = 'gateway'",
     "SELECT * FROM devices.modules WHERE properties.reported.load > 0.5",
