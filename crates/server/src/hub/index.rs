@@ -35,6 +35,23 @@ struct Entries {
 }
 
 impl Entries {
+    /// The set of twins of each distinct key in `range` (a `Between` range only of its own type).
+    fn sets_in(&self, range: &KeyRange) -> Vec<&BTreeSet<IdentityKey>> {
+        match range {
+            KeyRange::OneOf(keys) => {
+                let distinct: BTreeSet<&IndexKey> = keys.iter().collect();
+                distinct
+                    .into_iter()
+                    .filter_map(|k| self.by_key.get(k))
+                    .collect()
+            }
+            KeyRange::Between { .. } => range
+                .as_interval()
+                .map(|interval| self.by_key.range(interval).map(|(_, set)| set).collect())
+                .unwrap_or_default(),
+        }
+    }
+
     fn set(&mut self, key: &IdentityKey, slot: Option<Slot>) {
         if let Some(old) = self.of.get(key) {
             if Some(old) == slot.as_ref() {
@@ -131,16 +148,12 @@ impl PathIndex {
     /// How many twins have a key in `range`.
     pub(crate) fn count(&self, range: &KeyRange) -> usize {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let entries = &state.entries;
-        match range {
-            KeyRange::OneOf(keys) => unique(keys)
-                .filter_map(|k| entries.by_key.get(k))
-                .map(BTreeSet::len)
-                .sum(),
-            KeyRange::Between { .. } => between(&entries.by_key, range)
-                .map(|(_, set)| set.len())
-                .sum(),
-        }
+        state
+            .entries
+            .sets_in(range)
+            .iter()
+            .map(|set| set.len())
+            .sum()
     }
 
     /// The twins with a key in `range` and a key after `after`, in key order.
@@ -150,13 +163,7 @@ impl PathIndex {
         after: Option<&IdentityKey>,
     ) -> Vec<IdentityKey> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let entries = &state.entries;
-        let sets: Vec<&BTreeSet<IdentityKey>> = match range {
-            KeyRange::OneOf(keys) => unique(keys).filter_map(|k| entries.by_key.get(k)).collect(),
-            KeyRange::Between { .. } => between(&entries.by_key, range)
-                .map(|(_, set)| set)
-                .collect(),
-        };
+        let sets = state.entries.sets_in(range);
         let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
         let mut keys: Vec<IdentityKey> = sets
             .iter()
@@ -198,23 +205,6 @@ impl PathIndex {
     pub(crate) fn value_of<'r>(&self, record: &'r Record) -> Option<&'r Value> {
         value_at(record, &self.path)
     }
-}
-
-/// The entries a `Between` range selects, only of the range's own type.
-fn between<'a>(
-    by_key: &'a BTreeMap<IndexKey, BTreeSet<IdentityKey>>,
-    range: &KeyRange,
-) -> impl Iterator<Item = (&'a IndexKey, &'a BTreeSet<IdentityKey>)> {
-    range
-        .as_interval()
-        .map(|interval| by_key.range(interval))
-        .into_iter()
-        .flatten()
-}
-
-fn unique(keys: &[IndexKey]) -> impl Iterator<Item = &IndexKey> {
-    let distinct: BTreeSet<&IndexKey> = keys.iter().collect();
-    distinct.into_iter()
 }
 
 /// The value of a twin at a document path, for the paths an index can serve: below `tags`,

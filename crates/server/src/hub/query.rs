@@ -190,14 +190,27 @@ impl Hub {
             });
             return keys;
         }
-        let metadata = condition.reads_metadata();
+        self.matching(condition, modules, false, |key, _| keys.push(key.clone()));
+        keys
+    }
+
+    /// Visits, in key order, every twin matching `condition` with its document (with
+    /// `$metadata` when `metadata` is set or the condition reads it).
+    fn matching(
+        &self,
+        condition: &Condition,
+        modules: bool,
+        metadata: bool,
+        mut visit: impl FnMut(&IdentityKey, Value),
+    ) {
+        let metadata = metadata || condition.reads_metadata();
         self.candidates(condition, modules, None, |key, entry| {
-            if condition.matches(&entry.document(metadata)) {
-                keys.push(key.clone());
+            let doc = entry.document(metadata);
+            if condition.matches(&doc) {
+                visit(key, doc);
             }
             true
         });
-        keys
     }
 
     /// Counts the twins a query's condition matches (configuration metrics).
@@ -207,14 +220,8 @@ impl Hub {
         if condition.is_everything() {
             return self.collection_size(modules);
         }
-        let metadata = condition.reads_metadata();
         let mut count = 0;
-        self.candidates(condition, modules, None, |_, entry| {
-            if condition.matches(&entry.document(metadata)) {
-                count += 1;
-            }
-            true
-        });
+        self.matching(condition, modules, false, |_, _| count += 1);
         count
     }
 
@@ -287,19 +294,12 @@ impl Hub {
             collection => match self.counted_from_index(query) {
                 Some(rows) => rows,
                 None => {
-                    let metadata = query.reads_metadata() || query.is_select_star();
                     let mut docs = Vec::new();
-                    self.candidates(
+                    self.matching(
                         query.condition(),
                         collection == Collection::DevicesModules,
-                        None,
-                        |_, entry| {
-                            let doc = entry.document(metadata);
-                            if query.condition().matches(&doc) {
-                                docs.push(doc);
-                            }
-                            true
-                        },
+                        query.reads_metadata() || query.is_select_star(),
+                        |_, doc| docs.push(doc),
                     );
                     query.execute(docs.iter())
                 }
