@@ -64,22 +64,35 @@ impl Timestamp {
     /// [`Timestamp::NEVER`] renders as `0001-01-01T00:00:00Z`, as IoT Hub does. Instants outside
     /// years 0001..=9999 are clamped to that range, which is all RFC 3339 can express.
     pub fn to_rfc3339(self) -> String {
+        self.rfc3339().as_str().to_owned()
+    }
+
+    /// The same text as [`Timestamp::to_rfc3339`], without allocating: twin documents render one
+    /// per property.
+    pub fn rfc3339(self) -> Rfc3339 {
         let ticks = self.0.clamp(MIN_TICKS, MAX_TICKS);
         let seconds = ticks.div_euclid(TICKS_PER_SECOND);
         let fraction = ticks.rem_euclid(TICKS_PER_SECOND);
         let (year, month, day) = civil_from_days(seconds.div_euclid(SECONDS_PER_DAY));
         let second_of_day = seconds.rem_euclid(SECONDS_PER_DAY);
-        let (hour, minute, second) = (
-            second_of_day / 3600,
-            second_of_day / 60 % 60,
-            second_of_day % 60,
-        );
-        let date_time = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
+        let mut text = Rfc3339 {
+            bytes: *b"0000-00-00T00:00:00.0000000Z",
+            len: RFC3339_LEN,
+        };
+        let bytes = &mut text.bytes;
+        put_digits(&mut bytes[0..4], year);
+        put_digits(&mut bytes[5..7], month);
+        put_digits(&mut bytes[8..10], day);
+        put_digits(&mut bytes[11..13], second_of_day / 3600);
+        put_digits(&mut bytes[14..16], second_of_day / 60 % 60);
+        put_digits(&mut bytes[17..19], second_of_day % 60);
         if ticks == MIN_TICKS {
-            format!("{date_time}Z")
+            bytes[19] = b'Z';
+            text.len = 20;
         } else {
-            format!("{date_time}.{fraction:07}Z")
+            put_digits(&mut bytes[20..27], fraction);
         }
+        text
     }
 
     /// Parses `YYYY-MM-DDTHH:MM:SS[.f{1,9}][Z|±hh:mm]`; a missing zone means UTC.
@@ -155,7 +168,37 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
+        f.write_str(self.rfc3339().as_str())
+    }
+}
+
+const RFC3339_LEN: usize = "2020-07-17T06:12:26.8402249Z".len();
+
+/// A timestamp rendered by [`Timestamp::rfc3339`], held on the stack.
+#[derive(Clone, Copy)]
+pub struct Rfc3339 {
+    bytes: [u8; RFC3339_LEN],
+    len: usize,
+}
+
+impl Rfc3339 {
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+impl Serialize for Rfc3339 {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// Writes `value` as decimal digits filling `out`, zero-padded (`value` is non-negative and fits).
+fn put_digits(out: &mut [u8], mut value: i64) {
+    for digit in out.iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
     }
 }
 

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::ser::SerializeMap as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -161,24 +162,62 @@ impl MetadataNode {
             }
         }
     }
+}
 
-    /// `{"$lastUpdated": .., ["$lastUpdatedVersion": ..,] <child>: {..}}`, children in the order of
-    /// the properties they describe.
-    fn to_json(&self, value: Option<&Map<String, Value>>) -> Value {
-        let mut rendered = Map::new();
-        rendered.insert(
-            "$lastUpdated".to_owned(),
-            Value::String(self.last_updated.to_rfc3339()),
-        );
-        if let Some(version) = self.last_updated_version {
-            rendered.insert("$lastUpdatedVersion".to_owned(), Value::from(version));
+/// A section as the service API shows it; see [`Section::rendered`].
+pub struct RenderedSection<'a> {
+    section: &'a Section,
+    with_metadata: bool,
+}
+
+impl Serialize for RenderedSection<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let section = self.section;
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in &section.properties {
+            map.serialize_entry(key, value)?;
         }
-        for (key, child_value) in value.into_iter().flatten() {
-            if let Some(child) = self.children.get(key) {
-                rendered.insert(key.clone(), child.to_json(child_value.as_object()));
+        if self.with_metadata {
+            map.serialize_entry(
+                "$metadata",
+                &RenderedMetadata {
+                    node: &section.metadata,
+                    value: Some(&section.properties),
+                },
+            )?;
+        }
+        map.serialize_entry("$version", &section.version)?;
+        map.end()
+    }
+}
+
+/// `{"$lastUpdated": .., ["$lastUpdatedVersion": ..,] <child>: {..}}`, children in the order of
+/// the properties they describe.
+struct RenderedMetadata<'a> {
+    node: &'a MetadataNode,
+    value: Option<&'a Map<String, Value>>,
+}
+
+impl Serialize for RenderedMetadata<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let node = self.node;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("$lastUpdated", &node.last_updated.rfc3339())?;
+        if let Some(version) = node.last_updated_version {
+            map.serialize_entry("$lastUpdatedVersion", &version)?;
+        }
+        for (key, child_value) in self.value.into_iter().flatten() {
+            if let Some(child) = node.children.get(key) {
+                map.serialize_entry(
+                    key,
+                    &RenderedMetadata {
+                        node: child,
+                        value: child_value.as_object(),
+                    },
+                )?;
             }
         }
-        Value::Object(rendered)
+        map.end()
     }
 }
 
@@ -316,15 +355,16 @@ impl Section {
     /// `{...props, "$metadata": {...}, "$version": n}` when `with_metadata`, else
     /// `{...props, "$version": n}`.
     pub fn to_json(&self, with_metadata: bool) -> Value {
-        let mut rendered = self.properties.clone();
-        if with_metadata {
-            rendered.insert(
-                "$metadata".to_owned(),
-                self.metadata.to_json(Some(&self.properties)),
-            );
+        serde_json::to_value(self.rendered(with_metadata)).unwrap_or(Value::Null)
+    }
+
+    /// What [`Section::to_json`] returns, serialized straight from the section: query pages
+    /// render thousands of sections without building a JSON value for each.
+    pub fn rendered(&self, with_metadata: bool) -> RenderedSection<'_> {
+        RenderedSection {
+            section: self,
+            with_metadata,
         }
-        rendered.insert("$version".to_owned(), Value::from(self.version));
-        Value::Object(rendered)
     }
 
     /// This section after merging `patch` (or replacing everything with it), validated.

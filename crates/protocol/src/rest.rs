@@ -123,9 +123,16 @@ pub struct CapabilitiesDto {
 }
 
 /// The full service view of a device or module twin (`GET|PUT|PATCH /twins/{id}`, query results).
+///
+/// `Tags` and `Section` are how the tags and the two property sections are held: JSON values by
+/// default, or borrowed views that serialize to the same JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct TwinDto {
+#[serde(
+    rename_all = "camelCase",
+    default,
+    bound(deserialize = "Tags: Deserialize<'de> + Default, Section: Deserialize<'de> + Default")
+)]
+pub struct TwinDto<Tags = Value, Section = Value> {
     /// `deviceId`
     pub device_id: String,
     /// `moduleId` (module twins only)
@@ -157,9 +164,9 @@ pub struct TwinDto {
     /// `version`: increases on any twin change.
     pub version: i64,
     /// `tags`, rendered by the caller.
-    pub tags: Value,
+    pub tags: Tags,
     /// `properties`
-    pub properties: TwinPropertiesDto,
+    pub properties: TwinPropertiesDto<Section>,
     /// `capabilities` (device twins only)
     #[serde(skip_serializing_if = "Option::is_none")]
     pub capabilities: Option<CapabilitiesDto>,
@@ -176,12 +183,12 @@ pub struct TwinDto {
 
 /// `properties` of a twin: both sections already rendered (with `$metadata`, `$version`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TwinPropertiesDto {
+#[serde(default, bound(deserialize = "Section: Deserialize<'de> + Default"))]
+pub struct TwinPropertiesDto<Section = Value> {
     /// `desired`
-    pub desired: Value,
+    pub desired: Section,
     /// `reported`
-    pub reported: Value,
+    pub reported: Section,
 }
 
 /// Keeps an explicit `null` as `Some(Value::Null)`; with `#[serde(default)]` an absent member

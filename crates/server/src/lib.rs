@@ -29,7 +29,7 @@ pub(crate) fn error_code(error: &HubError) -> ErrorCode {
         HubError::DeviceNotOnline | HubError::DeviceDisconnected => ErrorCode::DeviceNotOnline,
         HubError::MethodTimeout(_) => ErrorCode::GatewayTimeout,
         HubError::ShuttingDown => ErrorCode::ServiceUnavailable,
-        HubError::Storage(_) => ErrorCode::ServerError,
+        HubError::Storage(_) | HubError::Rendering(_) => ErrorCode::ServerError,
         HubError::FirmwareNotFound(_) => ErrorCode::FirmwarePackageNotFound,
         HubError::FirmwareAlreadyExists(_) => ErrorCode::FirmwarePackageAlreadyExists,
         HubError::FirmwareTooLarge(_) => ErrorCode::MessageTooLarge,

@@ -137,7 +137,13 @@ pub async fn start(config: HubConfig) -> Result<RunningHub, StartError> {
         .as_ref()
         .map(|(c, k)| (c.as_path(), k.as_path()));
     let pki = Pki::load_or_create(data_dir, &config.hostname, provided)?;
+    let opening = std::time::Instant::now();
     let store: Arc<dyn Store> = Arc::new(RedbStore::open(&data_dir.join("twinhub.redb"))?);
+    // Opening checks every page of the file: worth seeing when a large hub starts slowly.
+    tracing::info!(
+        elapsed_ms = opening.elapsed().as_millis(),
+        "store opened and checked"
+    );
     let settings = HubSettings {
         hostname: config.hostname.clone(),
         sas_skew_secs: config.sas_skew_secs,

@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 use twinhub_core::identity::{AuthType, DeviceStatus, Identity};
+use twinhub_core::twin::RenderedSection;
 use twinhub_protocol::rest::{
     AuthenticationDto, CapabilitiesDto, DeviceDto, ModuleDto, SymmetricKeyDto, TwinDto,
     TwinPropertiesDto, X509ThumbprintDto,
@@ -88,17 +89,19 @@ pub(crate) fn module_dto(record: &Record, presence: &Presence) -> ModuleDto {
     }
 }
 
-pub(crate) fn twin_dto(record: &Record, presence: &Presence) -> TwinDto {
-    twin_dto_with(record, presence, true)
-}
-
-/// The REST twin shape as a JSON value, for queries; `metadata: false` leaves out the
-/// sections' `$metadata`, which a query that does not read it need not pay for.
+/// The REST twin shape as a JSON value, for evaluating queries; `metadata: false` leaves out
+/// the sections' `$metadata`, which a query that does not read it need not pay for.
 pub(crate) fn twin_document(record: &Record, presence: &Presence, metadata: bool) -> Value {
-    serde_json::to_value(twin_dto_with(record, presence, metadata)).unwrap_or(Value::Null)
+    serde_json::to_value(twin_dto(record, presence, metadata)).unwrap_or(Value::Null)
 }
 
-fn twin_dto_with(record: &Record, presence: &Presence, metadata: bool) -> TwinDto {
+/// The REST twin shape, borrowing the twin's properties: it serializes to exactly what
+/// [`twin_document`] returns without building a JSON value first.
+pub(crate) fn twin_dto<'r>(
+    record: &'r Record,
+    presence: &Presence,
+    metadata: bool,
+) -> TwinDto<&'r Map<String, Value>, RenderedSection<'r>> {
     let identity = &record.identity;
     let twin = &record.twin;
     TwinDto {
@@ -119,10 +122,10 @@ fn twin_dto_with(record: &Record, presence: &Presence, metadata: bool) -> TwinDt
         },
         model_id: twin.model_id.clone().unwrap_or_default(),
         version: twin.version,
-        tags: Value::Object(twin.tags.clone()),
+        tags: &twin.tags,
         properties: TwinPropertiesDto {
-            desired: twin.desired.to_json(metadata),
-            reported: twin.reported.to_json(metadata),
+            desired: twin.desired.rendered(metadata),
+            reported: twin.reported.rendered(metadata),
         },
         capabilities: identity.module_id.is_none().then_some(CapabilitiesDto {
             iot_edge: identity.iot_edge,

@@ -55,6 +55,8 @@ pub enum HubError {
     FirmwareNotHosted,
     #[error("storage failure: {0}")]
     Storage(String),
+    #[error("a result could not be rendered: {0}")]
+    Rendering(String),
 }
 
 impl HubError {

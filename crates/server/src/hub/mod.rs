@@ -281,7 +281,16 @@ impl Hub {
         owner_key: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Option<Batch>), HubError> {
-        let entries = load_entries(store.load(Table::Registry).map_err(HubError::storage)?)?;
+        let reading = std::time::Instant::now();
+        let rows = store.load(Table::Registry).map_err(HubError::storage)?;
+        let decoding = std::time::Instant::now();
+        let entries = load_entries(rows)?;
+        tracing::info!(
+            identities = entries.len(),
+            read_ms = (decoding - reading).as_millis(),
+            decode_ms = decoding.elapsed().as_millis(),
+            "registry loaded"
+        );
         let stored_policies = store
             .get(Table::Settings, POLICIES_KEY)
             .map_err(HubError::storage)?;

@@ -9,16 +9,26 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use twinhub_query::{Collection, Condition, IndexKey, KeyRange, Query};
 
 use super::index::PathIndex;
 use super::{Entry, Hub, HubError, IdentityKey};
+use crate::shape::{twin_document, twin_dto};
 
-/// How a condition is answered from indexes: one index yields candidates in key order, the
-/// others only filter them.
-struct Plan {
-    driver: (Arc<PathIndex>, KeyRange),
+/// How a condition is answered without reading every twin: one source yields candidates in key
+/// order, the indexes filter them.
+pub(super) struct Plan {
+    pub(super) driver: Driver,
     filters: Vec<(Arc<PathIndex>, KeyRange)>,
+}
+
+/// Where a plan's candidates come from.
+pub(super) enum Driver {
+    /// The twins whose value at an indexed path has a key in the range.
+    Index(Arc<PathIndex>, KeyRange),
+    /// The twins whose device id is in the range, read from the registry's own key order.
+    DeviceIds(KeyRange),
 }
 
 /// What the items of a page are, as IoT Hub labels them.
@@ -29,10 +39,11 @@ pub enum ItemType {
     Raw,
 }
 
-/// One page of results and, when more may follow, the token that continues it.
+/// One page of results, each item rendered as JSON, and, when more may follow, the token that
+/// continues it.
 #[derive(Debug)]
 pub struct Page {
-    pub items: Vec<Value>,
+    pub items: Vec<Box<RawValue>>,
     pub continuation: Option<String>,
     pub item_type: ItemType,
 }
@@ -126,8 +137,11 @@ impl Hub {
             self.scan(modules, after, visit);
             return;
         };
-        let (driver, driver_range) = &plan.driver;
-        for key in driver.keys_in(driver_range, after) {
+        let keys = match &plan.driver {
+            Driver::Index(index, range) => index.keys_in(range, after),
+            Driver::DeviceIds(range) => self.keys_with_device_ids(range, modules, after),
+        };
+        for key in keys {
             if !plan
                 .filters
                 .iter()
@@ -144,13 +158,75 @@ impl Hub {
         }
     }
 
+    /// The keys of twins (devices, or modules) whose device id lies in `range`, after `after`,
+    /// in key order. Device ids are strings, so keys of other types select nothing.
+    fn keys_with_device_ids(
+        &self,
+        range: &KeyRange,
+        modules: bool,
+        after: Option<&IdentityKey>,
+    ) -> Vec<IdentityKey> {
+        let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
+        let wanted = |key: &IdentityKey| {
+            key.module_id.is_some() == modules
+                && after.is_none_or(|after| key > after)
+                && !entries.get(key).is_some_and(|entry| entry.is_deleted())
+        };
+        let first_of = |device_id: &str| IdentityKey {
+            device_id: device_id.to_owned(),
+            module_id: None,
+        };
+        match range {
+            KeyRange::OneOf(ids) => ids
+                .iter()
+                .filter_map(|id| match id {
+                    IndexKey::String(id) => Some(id),
+                    _ => None,
+                })
+                .flat_map(|id| {
+                    entries
+                        .range(first_of(id)..)
+                        .take_while(move |(key, _)| key.device_id == **id)
+                        .map(|(key, _)| key)
+                })
+                .filter(|key| wanted(key))
+                .cloned()
+                .collect(),
+            KeyRange::Between { .. } => {
+                let Some((
+                    Bound::Included(IndexKey::String(lowest))
+                    | Bound::Excluded(IndexKey::String(lowest)),
+                    upper,
+                )) = range.as_interval()
+                else {
+                    return Vec::new();
+                };
+                let below_upper = |key: &IndexKey| match &upper {
+                    Bound::Included(upper) => key <= upper,
+                    Bound::Excluded(upper) => key < upper,
+                    Bound::Unbounded => true,
+                };
+                entries
+                    .range(first_of(&lowest)..)
+                    .map(|(key, _)| (key, IndexKey::String(key.device_id.as_str().into())))
+                    .take_while(|(_, id)| below_upper(id))
+                    .filter(|(key, id)| range.contains(id) && wanted(key))
+                    .map(|(key, _)| key.clone())
+                    .collect()
+            }
+        }
+    }
+
     /// The indexes to answer `condition` from: the one selecting the fewest twins drives, the
     /// others filter. `None` when no index applies.
-    fn plan(&self, condition: &Condition, modules: bool) -> Option<Plan> {
+    pub(super) fn plan(&self, condition: &Condition, modules: bool) -> Option<Plan> {
         let terms = condition.index_terms();
         if terms.is_empty() {
             return None;
         }
+        let (device_ids, terms): (Vec<_>, Vec<_>) = terms.into_iter().partition(
+            |term| matches!(&term.path[..], [only] if only.eq_ignore_ascii_case("deviceId")),
+        );
         let paths: Vec<Vec<String>> = terms.iter().map(|t| t.path.clone()).collect();
         let indexes = self.indexes_for(modules, &paths);
         let mut usable: Vec<(usize, Arc<PathIndex>, KeyRange)> = terms
@@ -163,7 +239,15 @@ impl Hub {
             .collect();
         usable.sort_by_key(|(count, _, _)| *count);
         let mut usable = usable.into_iter().map(|(_, index, range)| (index, range));
-        let driver = usable.next()?;
+        // A list of device ids is as selective as a condition gets; a range of them (such as
+        // `STARTSWITH`) drives only when no index can.
+        let driver = match device_ids.into_iter().next() {
+            Some(term) if matches!(term.range, KeyRange::OneOf(_)) => Driver::DeviceIds(term.range),
+            device_ids => match usable.next() {
+                Some((index, range)) => Driver::Index(index, range),
+                None => Driver::DeviceIds(device_ids?.range),
+            },
+        };
         Some(Plan {
             driver,
             filters: usable.collect(),
@@ -286,7 +370,7 @@ impl Hub {
             && !query.is_aggregate()
             && !query.has_order_by();
         if keyed {
-            return Ok(self.keyed_page(query, max_items, &token, item_type));
+            return self.keyed_page(query, max_items, &token, item_type);
         }
         let rows = match query.collection() {
             Collection::DevicesJobs => query.execute(self.device_job_documents().iter()),
@@ -315,7 +399,10 @@ impl Hub {
             .encode()
         });
         Ok(Page {
-            items: rows[offset..end].to_vec(),
+            items: rows[offset..end]
+                .iter()
+                .map(rendered)
+                .collect::<Result<_, _>>()?,
             continuation,
             item_type,
         })
@@ -327,35 +414,53 @@ impl Hub {
         max_items: usize,
         token: &Continuation,
         item_type: ItemType,
-    ) -> Page {
+    ) -> Result<Page, HubError> {
         let modules = query.collection() == Collection::DevicesModules;
         let remaining_top = query.top().map(|top| top.saturating_sub(token.emitted));
         let page_size = remaining_top.map_or(max_items, |r| r.min(max_items));
         let mut items = Vec::new();
         let mut last_key = None;
         let mut more = false;
+        let mut failure = None;
         if page_size > 0 {
             let condition = query.condition();
-            // Rendered once per twin: with `$metadata` when the condition or the row needs it.
-            let metadata =
-                condition.reads_metadata() || query.is_select_star() || query.reads_metadata();
+            let select_star = query.is_select_star();
+            // A JSON document is built only for what reads one: the condition and projections.
+            // `SELECT *` rows are rendered straight from the record, always with `$metadata`.
+            let needs_document = !condition.is_everything() || !select_star;
+            let document_metadata =
+                condition.reads_metadata() || (!select_star && query.reads_metadata());
             self.candidates(condition, modules, token.after.as_ref(), |key, entry| {
-                let doc = entry.document(metadata);
-                if !condition.is_everything() && !condition.matches(&doc) {
+                let record = entry.record();
+                let presence = entry.presence();
+                let document =
+                    needs_document.then(|| twin_document(&record, &presence, document_metadata));
+                if let Some(document) = &document
+                    && !condition.matches(document)
+                {
                     return true;
                 }
                 if items.len() == page_size {
                     more = true;
                     return false;
                 }
-                items.push(if query.is_select_star() {
-                    doc
-                } else {
-                    query.project(&doc)
-                });
+                let row = match &document {
+                    Some(document) if !select_star => rendered(&query.project(document)),
+                    _ => rendered(&twin_dto(&record, &presence, true)),
+                };
+                match row {
+                    Ok(row) => items.push(row),
+                    Err(e) => {
+                        failure = Some(e);
+                        return false;
+                    }
+                }
                 last_key = Some(key.clone());
                 true
             });
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         let emitted = token.emitted + items.len();
         let top_reached = query.top().is_some_and(|top| emitted >= top);
@@ -367,10 +472,15 @@ impl Hub {
             }
             .encode()
         });
-        Page {
+        Ok(Page {
             items,
             continuation,
             item_type,
-        }
+        })
     }
+}
+
+/// One result row as the JSON the page carries.
+fn rendered(row: &impl Serialize) -> Result<Box<RawValue>, HubError> {
+    serde_json::value::to_raw_value(row).map_err(|e| HubError::Rendering(e.to_string()))
 }

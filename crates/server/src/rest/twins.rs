@@ -14,7 +14,7 @@ fn read(state: &AppState, key: &IdentityKey) -> Result<Response, ApiError> {
     let (record, presence) = state.hub.get_identity(key)?;
     Ok(json(
         StatusCode::OK,
-        &crate::shape::twin_dto(&record, &presence),
+        &crate::shape::twin_dto(&record, &presence, true),
     ))
 }
 

@@ -85,6 +85,19 @@ const DEVICE_QUERIES: &[&str] = &[
     "SELECT tags.location.region AS region, MAX(properties.reported.battery) AS battery \
      FROM devices WHERE tags.floor >= 1 GROUP BY tags.location.region",
     "SELECT status, COUNT() AS n FROM devices GROUP BY status",
+    "SELECT * FROM devices WHERE deviceId = 'dev-042'",
+    "SELECT * FROM devices WHERE deviceId IN ['dev-150', 'dev-007', 'dev-999', 'nobody']",
+    "SELECT deviceId FROM devices WHERE DEVICEID = 'dev-010' OR deviceid = 'dev-011'",
+    "SELECT * FROM devices WHERE STARTSWITH(deviceId, 'dev-1')",
+    "SELECT * FROM devices WHERE deviceId >= 'dev-100' AND deviceId < 'dev-120'",
+    "SELECT * FROM devices WHERE deviceId > 'dev-290'",
+    "SELECT * FROM devices WHERE deviceId <= 'dev-005'",
+    "SELECT * FROM devices WHERE deviceId = 'dev-042' AND tags.site = 'north'",
+    "SELECT * FROM devices WHERE deviceId IN ['dev-001', 'dev-002'] AND deviceId > 'dev-001'",
+    "SELECT * FROM devices WHERE deviceId = 5 OR deviceId = true",
+    "SELECT * FROM devices WHERE deviceId > 3",
+    "SELECT * FROM devices WHERE STARTSWITH(deviceId, 'dev-2') AND tags.floor = 1",
+    "SELECT COUNT() AS n FROM devices WHERE STARTSWITH(deviceId, 'dev-2')",
 ];
 
 /// Queries over module twins, whose indexes are apart from those of device twins.
@@ -101,6 +114,9 @@ const MODULE_QUERIES: &[&str] = &[
     "SELECT properties.reported.load AS load, COUNT() AS n FROM devices.modules \
      GROUP BY properties.reported.load",
     "SELECT COUNT() FROM devices.modules WHERE properties.reported.load >= 0.25",
+    "SELECT * FROM devices.modules WHERE deviceId = 'dev-003'",
+    "SELECT moduleId FROM devices.modules WHERE deviceId IN ['dev-001', 'dev-004'] AND moduleId = 'm0'",
+    "SELECT * FROM devices.modules WHERE STARTSWITH(deviceId, 'dev-01')",
 ];
 
 async fn open_hub() -> Hub {
@@ -364,7 +380,11 @@ fn all_pages(hub: &Hub, query: &Query) -> Vec<Value> {
         let page = hub
             .query_page(query, PAGE, token.as_deref())
             .expect("the query runs");
-        items.extend(page.items);
+        items.extend(
+            page.items.iter().map(|item| {
+                serde_json::from_str::<Value>(item.get()).expect("a page item is JSON")
+            }),
+        );
         match page.continuation {
             Some(next) => token = Some(next),
             None => return items,
@@ -815,4 +835,34 @@ async fn grouped_counts_from_an_index_spell_values_as_the_first_twin_does() {
         vec![json!({"v": 1, "n": 1}), json!({"v": 2, "n": 1})]
     );
     assert_agrees(&hub, text);
+}
+
+/// Conditions on device ids read the registry's key order, not every twin; a range of ids
+/// gives way to an index when one applies.
+#[tokio::test]
+async fn device_id_conditions_are_answered_from_the_registry_order() {
+    use crate::hub::query::Driver;
+
+    let hub = fleet(20).await;
+    let driver = |text: &str| {
+        let condition = twinhub_query::parse_condition(text).expect("the condition parses");
+        hub.plan(&condition, false).map(|plan| plan.driver)
+    };
+    for text in [
+        "deviceId = 'dev-004'",
+        "DeviceId IN ['dev-001', 'dev-009']",
+        "deviceId = 'dev-004' AND tags.site = 'north'",
+        "STARTSWITH(deviceId, 'dev-01')",
+        "deviceId >= 'dev-010'",
+    ] {
+        assert!(
+            matches!(driver(text), Some(Driver::DeviceIds(_))),
+            "{text} should be driven by device ids"
+        );
+    }
+    assert!(matches!(
+        driver("STARTSWITH(deviceId, 'dev-0') AND tags.site = 'north'"),
+        Some(Driver::Index(..))
+    ));
+    assert!(driver("deviceId != 'dev-004'").is_none());
 }
