@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use twinhub_core::identity::Identity;
 use twinhub_core::policy::AccessPolicy;
 use twinhub_core::time::Timestamp;
-use twinhub_core::twin::Twin;
+use twinhub_core::twin::{Twin, TwinShape};
 use twinhub_store::{Batch, Store, Table};
 
 use crate::metrics::Metrics;
@@ -137,13 +137,39 @@ struct Held {
 
 impl Held {
     fn new(bytes: Box<[u8]>, record: &Record) -> Self {
+        Self::from_parts(
+            bytes,
+            record.configurations.clone(),
+            !record.configured_paths.is_empty(),
+        )
+    }
+
+    fn from_parts(
+        bytes: Box<[u8]>,
+        configurations: BTreeMap<String, ConfigurationStatus>,
+        has_configured_paths: bool,
+    ) -> Self {
         Self {
             bytes,
             decoded: None,
-            configurations: record.configurations.clone(),
-            configured: !record.configurations.is_empty() || !record.configured_paths.is_empty(),
+            configured: !configurations.is_empty() || has_configured_paths,
+            configurations,
         }
     }
+}
+
+/// What start-up reads of a stored record: the identity and the configuration bookkeeping, with
+/// the twin checked but not built ([`TwinShape`]), so that decoding it later cannot fail.
+#[derive(Deserialize)]
+#[serde(rename = "Record")]
+struct StoredRecordSummary {
+    identity: Identity,
+    #[serde(rename = "twin")]
+    _twin: TwinShape,
+    #[serde(default)]
+    configurations: BTreeMap<String, ConfigurationStatus>,
+    #[serde(default)]
+    configured_paths: BTreeMap<String, String>,
 }
 
 pub(crate) struct Entry {
@@ -157,9 +183,13 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn new(bytes: Box<[u8]>, record: &Record) -> Arc<Self> {
+        Self::holding(Held::new(bytes, record))
+    }
+
+    fn holding(held: Held) -> Arc<Self> {
         Arc::new(Self {
             write: tokio::sync::Mutex::new(()),
-            held: RwLock::new(Held::new(bytes, record)),
+            held: RwLock::new(held),
             hot: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             presence: Mutex::new(Presence::default()),
@@ -412,8 +442,8 @@ impl Hub {
     }
 }
 
-/// Builds the entries from the registry table, decoding every row once (on all cores) to check
-/// it and to read its identity.
+/// Builds the entries from the registry table, checking every row (on all cores) so that
+/// decoding it later cannot fail, and reading its identity and configuration bookkeeping.
 fn load_entries(
     rows: Vec<(Vec<u8>, Vec<u8>)>,
 ) -> Result<BTreeMap<IdentityKey, Arc<Entry>>, HubError> {
@@ -454,17 +484,23 @@ fn load_entries(
 type LoadedEntry = (IdentityKey, Arc<Entry>);
 
 fn load_entry(key: &[u8], value: Vec<u8>) -> Result<LoadedEntry, HubError> {
-    let record: Record = serde_json::from_slice(&value).map_err(|e| {
+    let summary: StoredRecordSummary = serde_json::from_slice(&value).map_err(|e| {
         HubError::Storage(format!(
             "registry row {:?} is unreadable: {e}",
             String::from_utf8_lossy(key)
         ))
     })?;
+    let identity = summary.identity;
     let id_key = IdentityKey {
-        device_id: record.identity.device_id.clone(),
-        module_id: record.identity.module_id.clone(),
+        device_id: identity.device_id,
+        module_id: identity.module_id,
     };
-    Ok((id_key, Entry::new(value.into_boxed_slice(), &record)))
+    let held = Held::from_parts(
+        value.into_boxed_slice(),
+        summary.configurations,
+        !summary.configured_paths.is_empty(),
+    );
+    Ok((id_key, Entry::holding(held)))
 }
 
 /// An `If-Match` precondition as the SDKs send it (`"*"`, `*`, `"etag"`, `W/"etag"`, or absent).
@@ -502,7 +538,132 @@ impl IfMatch {
 
 #[cfg(test)]
 mod tests {
-    use super::IfMatch;
+    use serde_json::{Value, json};
+    use twinhub_core::time::Timestamp;
+    use twinhub_core::twin::{Change, ServiceUpdate, Twin};
+
+    use super::{
+        ConfigurationStatus, IdentityKey, IdentitySpec, IfMatch, Record, StoredRecordSummary,
+    };
+
+    fn object(value: Value) -> serde_json::Map<String, Value> {
+        match value {
+            Value::Object(members) => members,
+            _ => panic!("not an object"),
+        }
+    }
+
+    /// A record with every part filled: module identity, nested tags, desired and reported
+    /// properties written at different times (so the stored metadata has children), and
+    /// configuration bookkeeping.
+    fn stored_record() -> Value {
+        let now = Timestamp::from_unix_seconds(1_700_000_000);
+        let mut twin = Twin::new(now);
+        twin.apply_service_update(
+            ServiceUpdate {
+                tags: Some(Change::Patch(object(
+                    json!({"site": "north", "location": {"floor": 2, "zones": ["a", "b"]}}),
+                ))),
+                desired: Some(Change::Patch(object(
+                    json!({"mode": "eco", "limits": {"low": -1.5, "high": 40}}),
+                ))),
+            },
+            now,
+        )
+        .expect("the update applies");
+        twin.patch_reported(
+            &object(json!({"fw": {"version": "1.2", "ok": true}, "n": null})),
+            now.plus_seconds(5),
+        )
+        .expect("the patch applies");
+        twin.patch_reported(
+            &object(json!({"fw": {"version": "1.3"}})),
+            now.plus_seconds(9),
+        )
+        .expect("the patch applies");
+        twin.model_id = Some("dtmi:com:example;1".into());
+        let spec = IdentitySpec {
+            key: IdentityKey::module("dev-1", "m1"),
+            managed_by: Some("IotEdge".into()),
+            ..IdentitySpec::sas_device("dev-1")
+        };
+        let identity = spec.new_identity(now).expect("the spec is valid");
+        let record = Record {
+            identity,
+            twin,
+            configurations: [("cfg".to_owned(), ConfigurationStatus::Applied)].into(),
+            configured_paths: [("mode".to_owned(), "cfg".to_owned())].into(),
+        };
+        serde_json::to_value(&record).expect("records serialize")
+    }
+
+    /// Every way to damage one member of `value`: removed, or replaced by each JSON type.
+    fn damaged(value: &Value) -> Vec<Value> {
+        let replacements = [
+            Value::Null,
+            json!(true),
+            json!(-1),
+            json!(7),
+            json!(1.5),
+            json!("text"),
+            json!([]),
+            json!([1]),
+            json!({}),
+            json!({"last_updated": 1}),
+        ];
+        let mut out = Vec::new();
+        match value {
+            Value::Object(members) => {
+                for (key, member) in members {
+                    let mut removed = members.clone();
+                    removed.shift_remove(key);
+                    out.push(Value::Object(removed));
+                    for replacement in replacements.iter().cloned().chain(damaged(member)) {
+                        let mut changed = members.clone();
+                        changed.insert(key.clone(), replacement);
+                        out.push(Value::Object(changed));
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    for replacement in replacements.iter().cloned().chain(damaged(item)) {
+                        let mut changed = items.clone();
+                        changed[i] = replacement;
+                        out.push(Value::Array(changed));
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// Start-up checks rows with `StoredRecordSummary`, and later decodes them as `Record`
+    /// expecting no error: the check must accept no row that `Record` refuses, and refuse no
+    /// row that `Record` accepts.
+    #[test]
+    fn the_start_up_check_accepts_exactly_the_rows_that_decode() {
+        let record = stored_record();
+        let rows = damaged(&record);
+        assert!(rows.len() > 500, "only {} damaged rows", rows.len());
+        for row in std::iter::once(record).chain(rows) {
+            let bytes = serde_json::to_vec(&row).expect("values serialize");
+            let decodes = serde_json::from_slice::<Record>(&bytes).is_ok();
+            let checked = serde_json::from_slice::<StoredRecordSummary>(&bytes).is_ok();
+            assert_eq!(checked, decodes, "check and decode disagree on {row}");
+        }
+        for text in [r#"{"a": 1e400}"#, r#"{"a": "\ud800"}"#, r#"{"a": [1, }"#] {
+            let row = serde_json::to_string(&stored_record())
+                .expect("values serialize")
+                .replacen(r#""site":"north""#, &format!(r#""site":{text}"#), 1);
+            assert_eq!(
+                serde_json::from_str::<StoredRecordSummary>(&row).is_ok(),
+                serde_json::from_str::<Record>(&row).is_ok(),
+                "check and decode disagree on {text}"
+            );
+        }
+    }
 
     #[test]
     fn if_match_accepts_every_form_the_sdks_send() {

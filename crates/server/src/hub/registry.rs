@@ -68,6 +68,24 @@ impl IdentitySpec {
     }
 
     /// Resolves keys and thumbprints into what is stored, generating what is missing.
+    /// The identity this spec creates at `now`.
+    pub(crate) fn new_identity(&self, now: Timestamp) -> Result<Identity, HubError> {
+        Ok(Identity {
+            device_id: self.key.device_id.clone(),
+            module_id: self.key.module_id.clone(),
+            generation_id: identity::generate_generation_id(now),
+            etag_version: 1,
+            status: self.status,
+            status_reason: self.status_reason.clone(),
+            status_updated: now,
+            authentication: self.authentication()?,
+            iot_edge: self.iot_edge,
+            device_scope: self.device_scope.clone(),
+            parent_scopes: self.parent_scopes.clone(),
+            managed_by: self.managed_by.clone(),
+        })
+    }
+
     fn authentication(&self) -> Result<Authentication, HubError> {
         let key = |given: &Option<String>, which: &str| -> Result<String, HubError> {
             match given.as_deref().map(str::trim) {
@@ -180,22 +198,8 @@ impl Hub {
             }
         }
         let now = Timestamp::now();
-        let identity = Identity {
-            device_id: spec.key.device_id.clone(),
-            module_id: spec.key.module_id.clone(),
-            generation_id: identity::generate_generation_id(now),
-            etag_version: 1,
-            status: spec.status,
-            status_reason: spec.status_reason.clone(),
-            status_updated: now,
-            authentication: spec.authentication()?,
-            iot_edge: spec.iot_edge,
-            device_scope: spec.device_scope.clone(),
-            parent_scopes: spec.parent_scopes.clone(),
-            managed_by: spec.managed_by.clone(),
-        };
         Ok(Record {
-            identity,
+            identity: spec.new_identity(now)?,
             twin: Twin::new(now),
             configurations: Default::default(),
             configured_paths: Default::default(),
