@@ -24,7 +24,7 @@ use twinhub_core::twin::{Change, ServiceUpdate};
 use twinhub_query::{Condition, Query};
 use twinhub_store::{Batch, Table};
 
-use super::{Hub, HubError, IdentityKey, IfMatch};
+use super::{Entry, Hub, HubError, IdentityKey, IfMatch, Presence, Record};
 
 /// The largest fleet a configuration change is applied to before its request is answered,
 /// whatever the sweep rate, so a request never waits for a whole large fleet.
@@ -99,8 +99,11 @@ pub enum ConfigurationError {
 }
 
 const MODULE_TARGET_PREFIX: &str = "from devices.modules";
-/// Twins evaluated at once by a sweep; their writes share the store's group commits.
-const RECONCILE_CONCURRENCY: usize = 64;
+/// Twins a sweep evaluates together and writes in one store commit. Evaluating them holds a
+/// worker thread for a few milliseconds.
+const RECONCILE_BATCH: usize = 256;
+/// Sweep tasks running at once, so every core evaluates twins while commits are in flight.
+const RECONCILE_LANES: usize = 4;
 
 /// Azure's limit on custom metric queries per configuration.
 pub const MAX_METRICS: usize = 5;
@@ -261,6 +264,65 @@ fn assign(configurations: &[Arc<Compiled>], modules: bool, twin: &Value) -> Assi
 }
 
 /// Sets `value` at a dotted path inside a patch object, creating the intermediate objects.
+/// What re-evaluating the configurations changes in one twin.
+struct Reconciled {
+    record: Record,
+    /// The desired patch to send the device, when desired properties changed.
+    notification: Option<Map<String, Value>>,
+}
+
+/// The twin's next record after evaluating `configurations` against it, or `None` when nothing
+/// changes.
+fn reconciled(
+    configurations: &[Arc<Compiled>],
+    key: &IdentityKey,
+    current: Arc<Record>,
+    presence: &Presence,
+) -> Result<Option<Reconciled>, HubError> {
+    let metadata = configurations.iter().any(|c| c.reads_metadata());
+    let document = crate::shape::twin_document(&current, presence, metadata);
+    let assignment = assign(configurations, key.module_id.is_some(), &document);
+    let mut patch = Map::new();
+    for (path, (owner, value)) in &assignment.owners {
+        if current.configured_paths.get(path) != Some(owner) {
+            insert_path(&mut patch, path, value.clone());
+        }
+    }
+    for path in current.configured_paths.keys() {
+        if !assignment.owners.contains_key(path) {
+            insert_path(&mut patch, path, Value::Null);
+        }
+    }
+    let configured_paths: BTreeMap<String, String> = assignment
+        .owners
+        .iter()
+        .map(|(path, (owner, _))| (path.clone(), owner.clone()))
+        .collect();
+    if patch.is_empty()
+        && assignment.statuses == current.configurations
+        && configured_paths == current.configured_paths
+    {
+        return Ok(None);
+    }
+    // A record decoded for this evaluation is not shared: it becomes the next one uncopied.
+    let mut record = Arc::unwrap_or_clone(current);
+    let notification = if patch.is_empty() {
+        None
+    } else {
+        let update = ServiceUpdate {
+            tags: None,
+            desired: Some(Change::Patch(patch)),
+        };
+        record.twin.apply_service_update(update, Timestamp::now())?
+    };
+    record.configurations = assignment.statuses;
+    record.configured_paths = configured_paths;
+    Ok(Some(Reconciled {
+        record,
+        notification,
+    }))
+}
+
 fn insert_path(patch: &mut Map<String, Value>, path: &str, value: Value) {
     let mut segments = path.split('.').peekable();
     let mut node = patch;
@@ -445,13 +507,96 @@ impl Hub {
         self.reconcile_many(&keys).await;
     }
 
-    /// Evaluates many twins, several at a time so that their writes share commits (group
-    /// commit) instead of paying one fsync each in turn.
+    /// Evaluates many twins, in order: batches of them are evaluated together and written in one
+    /// commit each, and several batches are in flight at once (on every core).
     async fn reconcile_many(&self, keys: &[IdentityKey]) {
-        use futures_util::StreamExt;
-        futures_util::stream::iter(keys)
-            .for_each_concurrent(RECONCILE_CONCURRENCY, |key| self.reconcile_after_write(key))
-            .await;
+        let mut lanes: Vec<Vec<Vec<IdentityKey>>> = vec![Vec::new(); RECONCILE_LANES];
+        for (i, batch) in keys.chunks(RECONCILE_BATCH).enumerate() {
+            lanes[i % RECONCILE_LANES].push(batch.to_vec());
+        }
+        let running: Vec<_> = lanes
+            .into_iter()
+            .map(|batches| {
+                let hub = self.clone();
+                tokio::spawn(async move {
+                    for batch in batches {
+                        hub.reconcile_batch(&batch).await;
+                    }
+                })
+            })
+            .collect();
+        for lane in running {
+            if let Err(e) = lane.await {
+                tracing::error!(error = %e, "a configuration sweep task failed");
+            }
+        }
+    }
+
+    /// Re-evaluates a batch of twins and writes every change in one commit. A twin another
+    /// write holds is evaluated on its own afterwards, so a batch never waits on, or deadlocks
+    /// with, other writers.
+    async fn reconcile_batch(&self, keys: &[IdentityKey]) {
+        let configurations = self.0.configurations.all();
+        let entries: Vec<(&IdentityKey, Arc<Entry>)> = keys
+            .iter()
+            .filter_map(|key| Some((key, self.entry(key)?)))
+            .filter(|(_, entry)| !configurations.is_empty() || entry.is_configured())
+            .collect();
+        let mut busy = Vec::new();
+        let mut held = Vec::new();
+        let mut changes = Vec::new();
+        for (key, entry) in &entries {
+            let Ok(write) = entry.write.try_lock() else {
+                busy.push(*key);
+                continue;
+            };
+            if entry.is_deleted() {
+                continue;
+            }
+            match reconciled(&configurations, key, entry.record(), &entry.presence()) {
+                Ok(Some(change)) => {
+                    changes.push((*key, &**entry, change));
+                    held.push(write);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(identity = %key, error = %e, "configuration evaluation failed");
+                }
+            }
+        }
+        if let Err(e) = self.commit_reconciled(changes).await {
+            tracing::warn!(error = %e, "writing configuration changes failed");
+        }
+        drop(held);
+        for key in busy {
+            self.reconcile_after_write(key).await;
+        }
+    }
+
+    /// Writes re-evaluated twins in one commit, then sends each device its desired patch.
+    async fn commit_reconciled(
+        &self,
+        changes: Vec<(&IdentityKey, &Entry, Reconciled)>,
+    ) -> Result<(), HubError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let mut notifications = Vec::with_capacity(changes.len());
+        let mut writes = Vec::with_capacity(changes.len());
+        for (key, entry, change) in changes {
+            notifications.push((key, change.notification));
+            writes.push((entry, change.record));
+        }
+        let records = self.persist_all(writes).await?;
+        for ((key, notification), record) in notifications.into_iter().zip(records) {
+            if let Some(mut patch) = notification {
+                let version = record.twin.desired.version();
+                patch.insert("$version".into(), Value::from(version));
+                self.sessions()
+                    .notify_desired(key, version, &Value::Object(patch));
+            }
+        }
+        Ok(())
     }
 
     /// Every identity, the connected ones first: they are the ones waiting for the change.
@@ -467,16 +612,11 @@ impl Hub {
 
     /// Targeted and applied counts of a configuration, from the twins as they are now.
     pub fn configuration_system_metrics(&self, id: &str) -> SystemMetrics {
-        let entries: Vec<_> = self
-            .0
-            .entries
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        // Read in place: only registry changes wait for this pass, and twin writes do not take
+        // the registry lock.
+        let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
         let mut metrics = SystemMetrics::default();
-        for entry in entries {
+        for entry in entries.values() {
             match entry.configuration_status(id) {
                 Some(ConfigurationStatus::Applied) => {
                     metrics.targeted += 1;
@@ -503,52 +643,10 @@ impl Hub {
         if entry.is_deleted() {
             return Ok(());
         }
-        let current = entry.record();
-        let metadata = configurations.iter().any(|c| c.reads_metadata());
-        let document = crate::shape::twin_document(&current, &entry.presence(), metadata);
-        let assignment = assign(&configurations, key.module_id.is_some(), &document);
-        let mut patch = Map::new();
-        for (path, (owner, value)) in &assignment.owners {
-            if current.configured_paths.get(path) != Some(owner) {
-                insert_path(&mut patch, path, value.clone());
-            }
+        match reconciled(&configurations, key, entry.record(), &entry.presence())? {
+            Some(change) => self.commit_reconciled(vec![(key, &entry, change)]).await,
+            None => Ok(()),
         }
-        for path in current.configured_paths.keys() {
-            if !assignment.owners.contains_key(path) {
-                insert_path(&mut patch, path, Value::Null);
-            }
-        }
-        let configured_paths: BTreeMap<String, String> = assignment
-            .owners
-            .iter()
-            .map(|(path, (owner, _))| (path.clone(), owner.clone()))
-            .collect();
-        if patch.is_empty()
-            && assignment.statuses == current.configurations
-            && configured_paths == current.configured_paths
-        {
-            return Ok(());
-        }
-        let mut record = (*current).clone();
-        let notification = if patch.is_empty() {
-            None
-        } else {
-            let update = ServiceUpdate {
-                tags: None,
-                desired: Some(Change::Patch(patch)),
-            };
-            record.twin.apply_service_update(update, Timestamp::now())?
-        };
-        record.configurations = assignment.statuses;
-        record.configured_paths = configured_paths;
-        let record = self.persist(&entry, record).await?;
-        if let Some(mut patch) = notification {
-            let version = record.twin.desired.version();
-            patch.insert("$version".into(), Value::from(version));
-            self.sessions()
-                .notify_desired(key, version, &Value::Object(patch));
-        }
-        Ok(())
     }
 
     /// After a write to a twin: evaluate configurations for it (errors are logged, not returned:
@@ -587,6 +685,87 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::hub::IdentitySpec;
+    use crate::hub::test_support::open_hub;
+
+    /// A configuration change evaluates twins in batches that skip a twin another write holds;
+    /// that twin is evaluated once the write ends, and the change is answered only then.
+    #[tokio::test]
+    async fn a_twin_held_by_another_write_is_applied_when_that_write_ends() {
+        const DEVICES: u64 = 300;
+        let hub = open_hub().await;
+        for i in 0..DEVICES {
+            let key = IdentityKey::device(format!("dev-{i:03}"));
+            hub.create_identity(IdentitySpec::sas_device(key.device_id.clone()))
+                .await
+                .expect("device created");
+            let tags = json!({"fleet": "a"})
+                .as_object()
+                .cloned()
+                .expect("an object");
+            let update = ServiceUpdate {
+                tags: Some(Change::Replace(tags)),
+                desired: None,
+            };
+            hub.update_twin(&key, update, &IfMatch::Any)
+                .await
+                .expect("tags set");
+        }
+        let held = IdentityKey::device("dev-007");
+        let entry = hub.entry(&held).expect("the device exists");
+        let write = entry.write.lock().await;
+        let content = json!({"properties.desired.sampling": {"rate": 5}});
+        let put = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                let configuration = Configuration {
+                    id: "sampling".into(),
+                    schema_version: "1.0".into(),
+                    labels: Map::new(),
+                    device_content: content.as_object().cloned(),
+                    module_content: None,
+                    modules_content: None,
+                    content_type: None,
+                    target_condition: "tags.fleet = 'a'".into(),
+                    priority: 1,
+                    created: Timestamp::NEVER,
+                    last_updated: Timestamp::NEVER,
+                    metric_queries: BTreeMap::new(),
+                    etag_version: 0,
+                };
+                hub.put_configuration(configuration, &IfMatch::Absent).await
+            }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while hub.configuration_system_metrics("sampling").applied < DEVICES - 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the batches never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !put.is_finished(),
+            "the change was answered before every twin was evaluated"
+        );
+        assert_eq!(entry.configuration_status("sampling"), None);
+        drop(write);
+        put.await
+            .expect("the task ran")
+            .expect("the configuration is stored");
+        let metrics = hub.configuration_system_metrics("sampling");
+        assert_eq!((metrics.targeted, metrics.applied), (DEVICES, DEVICES));
+        let record = entry.record();
+        assert_eq!(
+            record.twin.desired.properties().get("sampling"),
+            Some(&json!({"rate": 5}))
+        );
+        assert_eq!(
+            record.configured_paths.get("sampling").map(String::as_str),
+            Some("sampling")
+        );
+    }
 
     fn configuration(
         id: &str,

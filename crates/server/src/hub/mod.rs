@@ -15,6 +15,8 @@ mod methods;
 mod query;
 mod registry;
 mod sessions;
+#[cfg(test)]
+mod test_support;
 mod twins;
 
 use std::collections::BTreeMap;
@@ -424,21 +426,42 @@ impl Hub {
     /// Writes one record durably, then publishes it to readers. The caller holds the entry's
     /// write lock.
     async fn persist(&self, entry: &Entry, record: Record) -> Result<Arc<Record>, HubError> {
-        let key = IdentityKey {
-            device_id: record.identity.device_id.clone(),
-            module_id: record.identity.module_id.clone(),
-        };
-        let value = encode_record(&record)?;
+        let mut persisted = self.persist_all(vec![(entry, record)]).await?;
+        persisted
+            .pop()
+            .ok_or_else(|| HubError::Storage("a write produced no record".into()))
+    }
+
+    /// Writes the records of several entries in one commit (each entry's write lock held by
+    /// the caller), then publishes them; returns them in the order given.
+    async fn persist_all(
+        &self,
+        writes: Vec<(&Entry, Record)>,
+    ) -> Result<Vec<Arc<Record>>, HubError> {
         let mut batch = Batch::new();
-        batch.put(Table::Registry, key.store_key(), value.clone());
+        let mut encoded = Vec::with_capacity(writes.len());
+        for (entry, record) in writes {
+            let key = IdentityKey {
+                device_id: record.identity.device_id.clone(),
+                module_id: record.identity.module_id.clone(),
+            };
+            let value = encode_record(&record)?;
+            batch.put(Table::Registry, key.store_key(), value.clone());
+            encoded.push((entry, key, record, value));
+        }
         self.0
             .store
             .commit(batch)
             .await
             .map_err(HubError::storage)?;
-        let record = entry.set_record(record, value.into_boxed_slice());
-        self.0.indexes.record_change(&key, Some(&record));
-        Ok(record)
+        Ok(encoded
+            .into_iter()
+            .map(|(entry, key, record, value)| {
+                let record = entry.set_record(record, value.into_boxed_slice());
+                self.0.indexes.record_change(&key, Some(&record));
+                record
+            })
+            .collect())
     }
 }
 

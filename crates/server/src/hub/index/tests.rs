@@ -10,11 +10,10 @@ use serde_json::{Map, Value, json};
 use twinhub_core::identity::DeviceStatus;
 use twinhub_core::twin::{Change, ServiceUpdate};
 use twinhub_query::Query;
-use twinhub_store::MemoryStore;
 
 use super::Slot;
-use crate::hub::{Hub, HubSettings, IdentityKey, IdentitySpec, IfMatch, JobLimits};
-use crate::metrics::Metrics;
+use crate::hub::test_support::open_hub;
+use crate::hub::{Hub, IdentityKey, IdentitySpec, IfMatch};
 use crate::shape::twin_document;
 
 const FLEET: usize = 300;
@@ -118,28 +117,6 @@ const MODULE_QUERIES: &[&str] = &[
     "SELECT moduleId FROM devices.modules WHERE deviceId IN ['dev-001', 'dev-004'] AND moduleId = 'm0'",
     "SELECT * FROM devices.modules WHERE STARTSWITH(deviceId, 'dev-01')",
 ];
-
-async fn open_hub() -> Hub {
-    let settings = HubSettings {
-        hostname: "index.test".into(),
-        sas_skew_secs: 300,
-        max_modules_per_device: 50,
-        max_configurations: 100,
-        configuration_twins_per_second: 1000,
-        jobs: JobLimits::default(),
-    };
-    let (hub, startup) = Hub::open(
-        settings,
-        Arc::new(MemoryStore::new()),
-        None,
-        Arc::new(Metrics::default()),
-    )
-    .expect("the hub opens");
-    if let Some(batch) = startup {
-        hub.commit_startup(batch).await.expect("startup writes");
-    }
-    hub
-}
 
 fn device_id(i: usize) -> String {
     format!("dev-{i:03}")
