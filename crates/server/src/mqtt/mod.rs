@@ -78,11 +78,16 @@ pub(crate) async fn serve_tls(
                 .peer_certificates()
                 .and_then(|chain| chain.first())
                 .map(|c| c.as_ref().to_vec());
-            let framed = Framed::new(tls, Codec::new(MAX_PACKET_SIZE));
+            // Buffers grow to the packets a connection carries; most devices sit idle, and the
+            // codec's default 8 KB each way would double what an idle connection costs.
+            let framed = Framed::with_capacity(tls, Codec::new(MAX_PACKET_SIZE), CODEC_BUFFER);
             connection::serve(hub, framed, certificate, shutdown).await;
         });
     }
 }
+
+/// Initial capacity of a connection's read and write buffers: a CONNECT fits.
+const CODEC_BUFFER: usize = 512;
 
 /// MQTT carried in binary WebSocket messages; packets may span or share messages.
 struct WebSocketIo {
