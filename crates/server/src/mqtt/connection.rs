@@ -24,6 +24,12 @@ pub(crate) trait PacketIo: Send {
     /// The next packet; `None` when the peer closed the connection.
     fn recv(&mut self) -> impl Future<Output = Option<Result<Packet, DecodeError>>> + Send;
     fn send(&mut self, packet: Packet) -> impl Future<Output = std::io::Result<()>> + Send;
+    /// Sends the packets in order with one flush: a PUBACK and the response it goes with
+    /// leave in one write.
+    fn send_all(
+        &mut self,
+        packets: Vec<Packet>,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
 }
 
 /// A client must send CONNECT this soon after the transport is up.
@@ -289,10 +295,8 @@ impl Connection {
             Packet::Connect(_) => return Next::Close("second CONNECT"),
             _ => return Next::Close("unexpected packet type"),
         };
-        for reply in replies {
-            if io.send(reply).await.is_err() {
-                return Next::Close("write failed");
-            }
+        if !replies.is_empty() && io.send_all(replies).await.is_err() {
+            return Next::Close("write failed");
         }
         Next::Continue
     }

@@ -37,6 +37,15 @@ where
             .await
             .map_err(std::io::Error::other)
     }
+
+    async fn send_all(&mut self, packets: Vec<Packet>) -> std::io::Result<()> {
+        for packet in packets {
+            self.feed(packet).await.map_err(std::io::Error::other)?;
+        }
+        SinkExt::<Packet>::flush(self)
+            .await
+            .map_err(std::io::Error::other)
+    }
 }
 
 /// Accepts MQTT/TLS connections until `shutdown` fires. Each connection is one task.
@@ -116,10 +125,16 @@ impl PacketIo for WebSocketIo {
     }
 
     async fn send(&mut self, packet: Packet) -> std::io::Result<()> {
+        self.send_all(vec![packet]).await
+    }
+
+    async fn send_all(&mut self, packets: Vec<Packet>) -> std::io::Result<()> {
         let mut buffer = BytesMut::new();
-        self.codec
-            .encode(packet, &mut buffer)
-            .map_err(std::io::Error::other)?;
+        for packet in packets {
+            self.codec
+                .encode(packet, &mut buffer)
+                .map_err(std::io::Error::other)?;
+        }
         self.socket
             .send(Message::Binary(buffer.freeze()))
             .await
