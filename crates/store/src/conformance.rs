@@ -202,6 +202,14 @@ async fn load_returns_rows_in_key_order(store: &dyn Store) {
         .collect();
     expected.sort();
     assert_eq!(load(store, table), expected);
+    let mut scanned = Vec::new();
+    store
+        .scan(table, &mut |row| scanned.push(row))
+        .expect("scan succeeds");
+    assert_eq!(
+        scanned, expected,
+        "scan visits the rows load returns, in order"
+    );
 
     let mut cleanup = Batch::new();
     for key in keys {

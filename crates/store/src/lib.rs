@@ -191,8 +191,15 @@ pub type CommitFuture = Pin<Box<dyn Future<Output = Result<(), CommitError>> + S
 pub trait Store: Send + Sync + 'static {
     /// Applies the batch atomically. The future resolves Ok only once the batch is durable on disk.
     fn commit(&self, batch: Batch) -> CommitFuture;
+    /// Visits every row of a table in key order, one at a time, so a caller can work on rows
+    /// while later ones are still being read. `visit` must not call back into the store.
+    fn scan(&self, table: Table, visit: &mut dyn FnMut(Row)) -> Result<(), LoadError>;
     /// Every row of a table in key order (used once at start-up).
-    fn load(&self, table: Table) -> Result<Vec<Row>, LoadError>;
+    fn load(&self, table: Table) -> Result<Vec<Row>, LoadError> {
+        let mut rows = Vec::new();
+        self.scan(table, &mut |row| rows.push(row))?;
+        Ok(rows)
+    }
     /// Point read.
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, LoadError>;
     /// Stops accepting batches, finishes and acknowledges every batch already submitted, then returns.

@@ -53,11 +53,11 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(outcome))
     }
 
-    fn load(&self, table: Table) -> Result<Vec<Row>, LoadError> {
-        Ok(self.state().tables[table as usize]
-            .iter()
-            .map(|(key, value)| (key.clone(), value.clone()))
-            .collect())
+    fn scan(&self, table: Table, visit: &mut dyn FnMut(Row)) -> Result<(), LoadError> {
+        for (key, value) in &self.state().tables[table as usize] {
+            visit((key.clone(), value.clone()));
+        }
+        Ok(())
     }
 
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, LoadError> {

@@ -167,14 +167,13 @@ impl Store for RedbStore {
         })
     }
 
-    fn load(&self, table: Table) -> Result<Vec<Row>, LoadError> {
+    fn scan(&self, table: Table, visit: &mut dyn FnMut(Row)) -> Result<(), LoadError> {
         self.read(table, |handle| {
-            let mut rows = Vec::new();
             for row in handle.iter()? {
                 let (key, value) = row?;
-                rows.push((key.value().to_vec(), value.value().to_vec()));
+                visit((key.value().to_vec(), value.value().to_vec()));
             }
-            Ok(rows)
+            Ok(())
         })
     }
 

@@ -28,7 +28,7 @@ use twinhub_core::identity::Identity;
 use twinhub_core::policy::AccessPolicy;
 use twinhub_core::time::Timestamp;
 use twinhub_core::twin::{Twin, TwinShape};
-use twinhub_store::{Batch, Store, Table};
+use twinhub_store::{Batch, Row, Store, Table};
 
 use crate::metrics::Metrics;
 
@@ -313,15 +313,12 @@ impl Hub {
         owner_key: Option<&str>,
         metrics: Arc<Metrics>,
     ) -> Result<(Self, Option<Batch>), HubError> {
-        let reading = std::time::Instant::now();
-        let rows = store.load(Table::Registry).map_err(HubError::storage)?;
-        let decoding = std::time::Instant::now();
-        let entries = load_entries(rows)?;
+        let loading = std::time::Instant::now();
+        let entries = load_entries(store.as_ref())?;
         tracing::info!(
             identities = entries.len(),
-            read_ms = (decoding - reading).as_millis(),
-            decode_ms = decoding.elapsed().as_millis(),
-            "registry loaded"
+            elapsed_ms = loading.elapsed().as_millis(),
+            "registry read and checked"
         );
         let stored_policies = store
             .get(Table::Settings, POLICIES_KEY)
@@ -465,43 +462,74 @@ impl Hub {
     }
 }
 
-/// Builds the entries from the registry table, checking every row (on all cores) so that
-/// decoding it later cannot fail, and reading its identity and configuration bookkeeping.
-fn load_entries(
-    rows: Vec<(Vec<u8>, Vec<u8>)>,
-) -> Result<BTreeMap<IdentityKey, Arc<Entry>>, HubError> {
+/// Rows handed to a checking thread at a time while the registry is read.
+const LOAD_CHUNK: usize = 4096;
+
+/// Builds the entries from the registry table while it is read: chunks of rows go to one
+/// checking thread per core, which check every row so that decoding it later cannot fail and
+/// read its identity and configuration bookkeeping.
+fn load_entries(store: &dyn Store) -> Result<BTreeMap<IdentityKey, Arc<Entry>>, HubError> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let chunk = rows.len().div_ceil(threads).max(1);
-    let mut parts: Vec<Vec<(Vec<u8>, Vec<u8>)>> = Vec::new();
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        parts.push(rows.by_ref().take(chunk).collect());
-    }
-    let loaded: Vec<Result<Vec<LoadedEntry>, HubError>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = parts
-            .into_iter()
-            .map(|part| {
-                scope.spawn(move || {
-                    part.into_iter()
+    type Checked = Result<Vec<(usize, Vec<LoadedEntry>)>, HubError>;
+    let (scanned, checked): (Result<(), _>, Vec<Checked>) = std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(threads);
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (sender, chunks) = std::sync::mpsc::sync_channel::<(usize, Vec<Row>)>(2);
+            senders.push(sender);
+            workers.push(scope.spawn(move || -> Checked {
+                let mut checked = Vec::new();
+                for (index, rows) in chunks {
+                    let entries = rows
+                        .into_iter()
                         .map(|(key, value)| load_entry(&key, value))
-                        .collect()
-                })
-            })
-            .collect();
-        workers
+                        .collect::<Result<_, _>>()?;
+                    checked.push((index, entries));
+                }
+                Ok(checked)
+            }));
+        }
+        let mut chunk = Vec::with_capacity(LOAD_CHUNK);
+        let mut index = 0;
+        // A worker that stopped at a bad row no longer receives; its error is reported below.
+        let hand_over = |rows: Vec<Row>, index: &mut usize| {
+            let _ = senders[*index % threads].send((*index, rows));
+            *index += 1;
+        };
+        let scanned = store.scan(Table::Registry, &mut |row| {
+            chunk.push(row);
+            if chunk.len() == LOAD_CHUNK {
+                hand_over(
+                    std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK)),
+                    &mut index,
+                );
+            }
+        });
+        if !chunk.is_empty() {
+            hand_over(chunk, &mut index);
+        }
+        drop(senders);
+        let checked = workers
             .into_iter()
             .map(|worker| {
                 worker.join().unwrap_or_else(|_| {
                     Err(HubError::Storage("loading the registry failed".into()))
                 })
             })
-            .collect()
+            .collect();
+        (scanned, checked)
     });
-    let mut entries = BTreeMap::new();
-    for part in loaded {
-        entries.extend(part?);
+    scanned.map_err(HubError::storage)?;
+    let mut chunks = Vec::new();
+    for worker in checked {
+        chunks.extend(worker?);
     }
-    Ok(entries)
+    // Chunks in the order read are identities in key order, which `BTreeMap` builds in one pass.
+    chunks.sort_unstable_by_key(|(index, _)| *index);
+    Ok(chunks
+        .into_iter()
+        .flat_map(|(_, entries)| entries)
+        .collect())
 }
 
 type LoadedEntry = (IdentityKey, Arc<Entry>);
@@ -660,6 +688,65 @@ mod tests {
             _ => {}
         }
         out
+    }
+
+    /// A registry of several load chunks, every row with its own identity.
+    async fn registry_of(
+        count: usize,
+        damaged: Option<usize>,
+    ) -> std::sync::Arc<twinhub_store::MemoryStore> {
+        let store = std::sync::Arc::new(twinhub_store::MemoryStore::new());
+        let template = stored_record();
+        let mut batch = twinhub_store::Batch::new();
+        for i in 0..count {
+            let mut row = template.clone();
+            let device_id = format!("dev-{i:05}");
+            row["identity"]["device_id"] = json!(device_id);
+            row["identity"]["module_id"] = Value::Null;
+            let mut bytes = serde_json::to_vec(&row).expect("values serialize");
+            if damaged == Some(i) {
+                bytes.truncate(bytes.len() / 2);
+            }
+            batch.put(
+                twinhub_store::Table::Registry,
+                device_id.into_bytes(),
+                bytes,
+            );
+        }
+        twinhub_store::Store::commit(store.as_ref(), batch)
+            .await
+            .expect("the rows are stored");
+        store
+    }
+
+    #[tokio::test]
+    async fn start_up_reads_every_row_of_a_large_registry_in_key_order() {
+        let count = super::LOAD_CHUNK * 3 + 17;
+        let store = registry_of(count, None).await;
+        let entries = super::load_entries(store.as_ref()).expect("the registry loads");
+        let keys: Vec<String> = entries.keys().map(|key| key.device_id.clone()).collect();
+        let expected: Vec<String> = (0..count).map(|i| format!("dev-{i:05}")).collect();
+        assert_eq!(keys, expected);
+        let entry = &entries[&IdentityKey::device("dev-00042")];
+        assert_eq!(
+            entry.configuration_status("cfg"),
+            Some(ConfigurationStatus::Applied)
+        );
+        assert_eq!(entry.record().identity.device_id, "dev-00042");
+    }
+
+    #[tokio::test]
+    async fn a_damaged_row_anywhere_fails_the_start_with_its_key() {
+        let store = registry_of(super::LOAD_CHUNK * 2 + 5, Some(super::LOAD_CHUNK + 3)).await;
+        let error = super::load_entries(store.as_ref())
+            .err()
+            .expect("a damaged row is an error");
+        let text = error.to_string();
+        let damaged = format!("dev-{:05}", super::LOAD_CHUNK + 3);
+        assert!(
+            text.contains("unreadable") && text.contains(&damaged),
+            "{text}"
+        );
     }
 
     /// Start-up checks rows with `StoredRecordSummary`, and later decodes them as `Record`
