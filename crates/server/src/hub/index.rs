@@ -156,11 +156,13 @@ impl PathIndex {
             .sum()
     }
 
-    /// The twins with a key in `range` and a key after `after`, in key order.
+    /// The first `limit` twins, in key order, with a key in `range` and a key after `after`:
+    /// a query reads a large selection a chunk at a time, without copying all of it.
     pub(crate) fn keys_in(
         &self,
         range: &KeyRange,
         after: Option<&IdentityKey>,
+        limit: usize,
     ) -> Vec<IdentityKey> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
         let sets = state.entries.sets_in(range);
@@ -169,11 +171,13 @@ impl PathIndex {
             .iter()
             .flat_map(|set| {
                 set.range::<IdentityKey, _>((lower, Bound::Unbounded))
+                    .take(limit)
                     .cloned()
             })
             .collect();
         if sets.len() > 1 {
             keys.sort_unstable();
+            keys.truncate(limit);
         }
         keys
     }

@@ -78,8 +78,10 @@ impl Continuation {
     }
 }
 
-/// Identities are scanned in chunks so the registry lock is never held while documents are built.
-const SCAN_CHUNK: usize = 1024;
+/// Identities are read in chunks (from the registry, or from the index that drives a query) so
+/// no lock is held while documents are built and a large selection is never copied whole. Tests
+/// use small chunks so their fleets cross chunk boundaries.
+const SCAN_CHUNK: usize = if cfg!(test) { 16 } else { 1024 };
 
 impl Hub {
     /// Identities of one kind (devices, or modules) in key order, from just after `after`.
@@ -137,24 +139,34 @@ impl Hub {
             self.scan(modules, after, visit);
             return;
         };
-        let keys = match &plan.driver {
-            Driver::Index(index, range) => index.keys_in(range, after),
-            Driver::DeviceIds(range) => self.keys_with_device_ids(range, modules, after),
-        };
-        for key in keys {
-            if !plan
-                .filters
-                .iter()
-                .all(|(index, range)| index.contains(range, &key))
-            {
-                continue;
-            }
-            let Some(entry) = self.entry(&key).filter(|e| !e.is_deleted()) else {
-                continue;
+        let mut cursor = after.cloned();
+        loop {
+            let keys = match &plan.driver {
+                Driver::Index(index, range) => index.keys_in(range, cursor.as_ref(), SCAN_CHUNK),
+                Driver::DeviceIds(range) => {
+                    self.keys_with_device_ids(range, modules, cursor.as_ref())
+                }
             };
-            if !visit(&key, &entry) {
+            let more = matches!(plan.driver, Driver::Index(..)) && keys.len() == SCAN_CHUNK;
+            for key in &keys {
+                if !plan
+                    .filters
+                    .iter()
+                    .all(|(index, range)| index.contains(range, key))
+                {
+                    continue;
+                }
+                let Some(entry) = self.entry(key).filter(|e| !e.is_deleted()) else {
+                    continue;
+                };
+                if !visit(key, &entry) {
+                    return;
+                }
+            }
+            if !more {
                 return;
             }
+            cursor = keys.last().cloned();
         }
     }
 
