@@ -44,6 +44,14 @@ const PG_INDEXES: &str = "
     CREATE INDEX ON bench_twins USING gin (tags jsonb_path_ops);
     ANALYZE bench_twins;";
 
+/// The baseline's p50 for one query, when it ran.
+fn baseline_p50(baseline: Option<&BaselineReport>, name: &str) -> Option<f64> {
+    baseline?
+        .figures
+        .get(&format!("{name}_p50_ms"))
+        .and_then(Value::as_f64)
+}
+
 /// The equality query: one customer's twins.
 fn equality(twins: usize) -> String {
     format!(
@@ -170,6 +178,24 @@ pub(super) async fn run(quick: bool, report: &mut ScenarioReport) -> anyhow::Res
         measured.equality.p50_ms,
         measured.equality.count > 0 && measured.equality.p50_ms <= 5.0,
     );
+    // The comparisons with PostgreSQL: p50 against p50, in the same run.
+    let versus_postgresql = |name: &str, hub_p50: f64| {
+        baseline_p50(report.baseline.as_ref(), name).and_then(|pg| ratio(pg, hub_p50))
+    };
+    let filter_vs = versus_postgresql("filter", measured.filter.p50_ms);
+    let group_by_vs = versus_postgresql("group_by", measured.group_by.p50_ms);
+    let equality_vs = versus_postgresql("equality", measured.equality.p50_ms);
+    for (target, speedup, least) in [
+        ("filter faster than PostgreSQL", filter_vs, 1.0),
+        ("GROUP BY faster than PostgreSQL", group_by_vs, 1.0),
+        ("equality within 2x of PostgreSQL", equality_vs, 0.5),
+    ] {
+        report.check(
+            target,
+            speedup.map_or(Value::Null, Into::into),
+            speedup.is_some_and(|s| s >= least),
+        );
+    }
     report.check("read-your-writes", read_your_writes, read_your_writes);
     report.check(
         "RSS <= 4 GB",
