@@ -507,8 +507,9 @@ impl Hub {
         self.reconcile_many(&keys).await;
     }
 
-    /// Evaluates many twins, in order: batches of them are evaluated together and written in one
-    /// commit each, and several batches are in flight at once (on every core).
+    /// Evaluates many twins, batch by batch in the order given (so connected twins stay first):
+    /// each batch is evaluated together and written in one commit, and several batches are in
+    /// flight at once (on every core).
     async fn reconcile_many(&self, keys: &[IdentityKey]) {
         let mut lanes: Vec<Vec<Vec<IdentityKey>>> = vec![Vec::new(); RECONCILE_LANES];
         for (i, batch) in keys.chunks(RECONCILE_BATCH).enumerate() {

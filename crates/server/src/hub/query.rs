@@ -179,10 +179,9 @@ impl Hub {
         after: Option<&IdentityKey>,
     ) -> Vec<IdentityKey> {
         let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
+        // Deleted twins are left to `candidates`, which skips them for every driver.
         let wanted = |key: &IdentityKey| {
-            key.module_id.is_some() == modules
-                && after.is_none_or(|after| key > after)
-                && !entries.get(key).is_some_and(|entry| entry.is_deleted())
+            key.module_id.is_some() == modules && after.is_none_or(|after| key > after)
         };
         let first_of = |device_id: &str| IdentityKey {
             device_id: device_id.to_owned(),
@@ -229,8 +228,9 @@ impl Hub {
         }
     }
 
-    /// The indexes to answer `condition` from: the one selecting the fewest twins drives, the
-    /// others filter. `None` when no index applies.
+    /// How to answer `condition`: a list of device ids drives when the condition has one, else
+    /// the index selecting the fewest twins (or, without any, a range of device ids); the other
+    /// indexes filter. `None` when neither applies.
     pub(super) fn plan(&self, condition: &Condition, modules: bool) -> Option<Plan> {
         let terms = condition.index_terms();
         if terms.is_empty() {
