@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 
 use crate::time::Timestamp;
 
+mod view;
+pub use view::{RenderedSectionView, SectionView, TwinView};
+
 /// Longest property name, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
 /// Most levels of objects and arrays nested below a section root.

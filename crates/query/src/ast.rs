@@ -51,6 +51,23 @@ impl Path {
                 })
     }
 
+    /// Whether the value this path reads can hold, or lie inside, the value at `prefix` (spelled
+    /// as the document spells it): the shorter of the two is a prefix of the other, segments
+    /// compared the way `resolve` compares them.
+    pub(crate) fn overlaps(&self, prefix: &[&str]) -> bool {
+        self.segments
+            .iter()
+            .zip(prefix)
+            .enumerate()
+            .all(|(index, (segment, wanted))| {
+                if index == 0 {
+                    segment.eq_ignore_ascii_case(wanted)
+                } else {
+                    **segment == **wanted
+                }
+            })
+    }
+
     /// The segments as owned strings.
     pub(crate) fn to_strings(&self) -> Vec<String> {
         self.segments

@@ -122,6 +122,14 @@ impl Condition {
         index::terms(&self.expr)
     }
 
+    /// Whether the condition may read the value at `prefix` or anything inside or around it
+    /// (`tags` for `tags.location.region`, `properties.desired` for `properties`). A document
+    /// evaluated by this condition may leave out, or set to `null`, every member it does not
+    /// read without changing the outcome.
+    pub fn reads_under(&self, prefix: &[&str]) -> bool {
+        self.expr.find_path(|path| path.overlaps(prefix)).is_some()
+    }
+
     /// Whether a path the condition reads goes through a segment named `$metadata` (the first
     /// segment compared ignoring ASCII case, as paths resolve): if not, its result does not
     /// depend on metadata being in the documents.

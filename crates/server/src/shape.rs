@@ -1,15 +1,19 @@
 //! The IoT Hub JSON shapes of domain records (device, module and twin), shared by the REST
 //! answers and by queries, which run over exactly the twin documents the REST API returns.
 
+use std::collections::BTreeMap;
+
+use serde_json::value::{RawValue, to_raw_value};
 use serde_json::{Map, Value};
 use twinhub_core::identity::{AuthType, DeviceStatus, Identity};
-use twinhub_core::twin::RenderedSection;
+use twinhub_core::twin::{RenderedSection, Twin, TwinView};
 use twinhub_protocol::rest::{
     AuthenticationDto, CapabilitiesDto, DeviceDto, ModuleDto, SymmetricKeyDto, TwinDto,
     TwinPropertiesDto, X509ThumbprintDto,
 };
+use twinhub_query::Condition;
 
-use crate::hub::{Presence, Record};
+use crate::hub::{ConfigurationStatus, Presence, Record};
 
 pub(crate) fn status_text(status: DeviceStatus) -> &'static str {
     match status {
@@ -89,25 +93,186 @@ pub(crate) fn module_dto(record: &Record, presence: &Presence) -> ModuleDto {
     }
 }
 
-/// The REST twin shape as a JSON value, for evaluating queries; `metadata: false` leaves out
-/// the sections' `$metadata`, which a query that does not read it need not pay for.
-pub(crate) fn twin_document(record: &Record, presence: &Presence, metadata: bool) -> Value {
-    serde_json::to_value(twin_dto(record, presence, metadata)).unwrap_or(Value::Null)
+/// Which of a twin document's costly members to build; a query condition reads few of them, and
+/// the others are left `null` ([`Condition::reads_under`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DocumentParts {
+    pub tags: bool,
+    pub desired: bool,
+    pub reported: bool,
+    /// The sections' `$metadata`.
+    pub metadata: bool,
 }
 
-/// The REST twin shape, borrowing the twin's properties: it serializes to exactly what
-/// [`twin_document`] returns without building a JSON value first.
+impl DocumentParts {
+    /// Only the identity's members.
+    pub(crate) const NONE: Self = Self {
+        tags: false,
+        desired: false,
+        reported: false,
+        metadata: false,
+    };
+
+    /// The whole document, with `$metadata` or without.
+    pub(crate) fn all(metadata: bool) -> Self {
+        Self {
+            tags: true,
+            desired: true,
+            reported: true,
+            metadata,
+        }
+    }
+
+    /// What evaluating `condition` reads.
+    pub(crate) fn read_by(condition: &Condition) -> Self {
+        Self {
+            tags: condition.reads_under(&["tags"]),
+            desired: condition.reads_under(&["properties", "desired"]),
+            reported: condition.reads_under(&["properties", "reported"]),
+            metadata: condition.reads_metadata(),
+        }
+    }
+
+    /// What either reads.
+    pub(crate) fn union(self, other: Self) -> Self {
+        Self {
+            tags: self.tags || other.tags,
+            desired: self.desired || other.desired,
+            reported: self.reported || other.reported,
+            metadata: self.metadata || other.metadata,
+        }
+    }
+}
+
+/// A twin to render: decoded, or read in place from its stored bytes, which costs a fraction of
+/// decoding it (see [`TwinView`]).
+pub(crate) enum TwinSource<'a> {
+    Decoded(&'a Record),
+    Stored {
+        identity: &'a Identity,
+        twin: &'a TwinView<'a>,
+        configurations: &'a BTreeMap<String, ConfigurationStatus>,
+    },
+}
+
+impl TwinSource<'_> {
+    /// The REST twin shape (with `$metadata`), as JSON text: a `SELECT *` row.
+    pub(crate) fn to_json(&self, presence: &Presence) -> Result<Box<RawValue>, serde_json::Error> {
+        match self {
+            TwinSource::Decoded(record) => to_raw_value(&twin_dto(record, presence, true)),
+            TwinSource::Stored {
+                identity,
+                twin,
+                configurations,
+            } => to_raw_value(&dto(
+                identity,
+                presence,
+                configurations,
+                &TwinVersion::of_view(twin),
+                twin.tags(),
+                twin.desired().rendered(true),
+                twin.reported().rendered(true),
+            )),
+        }
+    }
+
+    /// The REST twin shape as a JSON value, for evaluating queries, with only `parts` built.
+    pub(crate) fn document(&self, presence: &Presence, parts: DocumentParts) -> Value {
+        let document = match self {
+            TwinSource::Decoded(record) => {
+                let twin = &record.twin;
+                serde_json::to_value(dto(
+                    &record.identity,
+                    presence,
+                    &record.configurations,
+                    &TwinVersion::of(twin),
+                    parts.tags.then_some(&twin.tags),
+                    parts.desired.then(|| twin.desired.rendered(parts.metadata)),
+                    parts
+                        .reported
+                        .then(|| twin.reported.rendered(parts.metadata)),
+                ))
+            }
+            TwinSource::Stored {
+                identity,
+                twin,
+                configurations,
+            } => serde_json::to_value(dto(
+                identity,
+                presence,
+                configurations,
+                &TwinVersion::of_view(twin),
+                parts.tags.then(|| twin.tags()),
+                parts
+                    .desired
+                    .then(|| twin.desired().rendered(parts.metadata)),
+                parts
+                    .reported
+                    .then(|| twin.reported().rendered(parts.metadata)),
+            )),
+        };
+        document.unwrap_or(Value::Null)
+    }
+}
+
+/// The REST twin shape, borrowing the twin's properties: it serializes to exactly the document
+/// [`TwinSource::document`] builds with every part, without building a JSON value first.
 pub(crate) fn twin_dto<'r>(
     record: &'r Record,
     presence: &Presence,
     metadata: bool,
 ) -> TwinDto<&'r Map<String, Value>, RenderedSection<'r>> {
-    let identity = &record.identity;
     let twin = &record.twin;
+    dto(
+        &record.identity,
+        presence,
+        &record.configurations,
+        &TwinVersion::of(twin),
+        &twin.tags,
+        twin.desired.rendered(metadata),
+        twin.reported.rendered(metadata),
+    )
+}
+
+/// The twin's own fields besides its sections.
+struct TwinVersion<'a> {
+    etag: String,
+    version: i64,
+    model_id: Option<&'a str>,
+}
+
+impl<'a> TwinVersion<'a> {
+    fn of(twin: &'a Twin) -> Self {
+        Self {
+            etag: twin.etag(),
+            version: twin.version,
+            model_id: twin.model_id.as_deref(),
+        }
+    }
+
+    fn of_view(twin: &'a TwinView<'_>) -> Self {
+        Self {
+            etag: twin.etag(),
+            version: twin.version(),
+            model_id: twin.model_id(),
+        }
+    }
+}
+
+/// The REST twin shape from its parts, however the sections are rendered.
+fn dto<Tags, Section>(
+    identity: &Identity,
+    presence: &Presence,
+    configurations: &BTreeMap<String, ConfigurationStatus>,
+    twin: &TwinVersion<'_>,
+    tags: Tags,
+    desired: Section,
+    reported: Section,
+) -> TwinDto<Tags, Section> {
     TwinDto {
         device_id: identity.device_id.clone(),
         module_id: identity.module_id.clone(),
-        etag: twin.etag(),
+        etag: twin.etag.clone(),
         device_etag: identity.etag(),
         status: status_text(identity.status).to_owned(),
         status_reason: identity.status_reason.clone(),
@@ -120,18 +285,14 @@ pub(crate) fn twin_dto<'r>(
             primary_thumbprint: identity.authentication.x509_thumbprint.primary.clone(),
             secondary_thumbprint: identity.authentication.x509_thumbprint.secondary.clone(),
         },
-        model_id: twin.model_id.clone().unwrap_or_default(),
+        model_id: twin.model_id.unwrap_or_default().to_owned(),
         version: twin.version,
-        tags: &twin.tags,
-        properties: TwinPropertiesDto {
-            desired: twin.desired.rendered(metadata),
-            reported: twin.reported.rendered(metadata),
-        },
+        tags,
+        properties: TwinPropertiesDto { desired, reported },
         capabilities: identity.module_id.is_none().then_some(CapabilitiesDto {
             iot_edge: identity.iot_edge,
         }),
-        configurations: record
-            .configurations
+        configurations: configurations
             .iter()
             .map(|(id, status)| (id.clone(), serde_json::json!({ "status": status.as_str() })))
             .collect::<Map<String, Value>>(),

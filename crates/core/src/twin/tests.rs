@@ -1044,6 +1044,20 @@ proptest! {
     }
 
     #[test]
+    fn a_view_of_any_stored_history_renders_like_the_decoded_twin(
+        writes in prop::collection::vec(timed_write(), 0..8)
+    ) {
+        let mut twin = Twin::new(at(0));
+        let mut seconds = 0;
+        for (write, gap) in writes {
+            seconds += gap;
+            write.apply(&mut twin, at(seconds));
+            assert_view_renders_like(&serde_json::to_vec(&twin).unwrap());
+            assert_view_renders_like(&serde_json::to_vec(&full_format(&twin)).unwrap());
+        }
+    }
+
+    #[test]
     fn patches_merge_like_rfc_7396_and_metadata_mirrors_properties(
         patches in prop::collection::vec(patch_object(), 1..6)
     ) {
@@ -1088,4 +1102,49 @@ proptest! {
             Value::Object(twin.desired.properties().clone())
         );
     }
+}
+
+/// A [`TwinView`] of `stored` renders byte for byte what the twin decoded from it renders.
+fn assert_view_renders_like(stored: &[u8]) {
+    let twin: Twin = serde_json::from_slice(stored).unwrap();
+    let view: TwinView<'_> = serde_json::from_slice(stored).unwrap();
+    assert_eq!(
+        view.tags().get(),
+        serde_json::to_string(&twin.tags).unwrap()
+    );
+    assert_eq!(view.version(), twin.version);
+    assert_eq!(view.etag(), twin.etag());
+    assert_eq!(view.model_id(), twin.model_id.as_deref());
+    for with_metadata in [true, false] {
+        for (seen, decoded) in [
+            (view.desired(), &twin.desired),
+            (view.reported(), &twin.reported),
+        ] {
+            assert_eq!(
+                serde_json::to_string(&seen.rendered(with_metadata)).unwrap(),
+                serde_json::to_string(&decoded.rendered(with_metadata)).unwrap(),
+            );
+        }
+    }
+}
+
+#[test]
+fn a_view_renders_escaped_keys_and_text_like_the_decoded_twin() {
+    let mut twin = Twin::new(at(0));
+    let odd = json!({
+        "quote\"d": {"back\\slash": "tab\there", "é": "line\nbreak", "x": [1, "\u{1}", {"x": null}]},
+        "nested": {"b": {"a": 2}},
+        "float": 0.1,
+        "big": 4_503_599_627_370_495_i64,
+    });
+    twin.apply_service_update(desired_patch(odd.clone()), at(1))
+        .unwrap();
+    twin.apply_service_update(desired_patch(json!({"quote\"d": {"é": "again"}})), at(2))
+        .unwrap();
+    twin.patch_reported(odd.as_object().unwrap(), at(3))
+        .unwrap();
+    twin.apply_service_update(tags_patch(odd), at(4)).unwrap();
+    twin.model_id = Some("dtmi:com:example;1".to_owned());
+    assert_view_renders_like(&serde_json::to_vec(&twin).unwrap());
+    assert_view_renders_like(&serde_json::to_vec(&full_format(&twin)).unwrap());
 }

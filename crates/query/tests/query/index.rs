@@ -746,6 +746,27 @@ proptest! {
         }
     }
 
+    /// Setting to `null` whatever a condition does not read leaves its outcome unchanged, which
+    /// is what lets the hub build only the parts of a twin a condition reads.
+    #[test]
+    fn members_a_condition_does_not_read_do_not_change_its_outcome(
+        text in condition(),
+        doc in document(),
+    ) {
+        let parsed = parse_condition(&text).unwrap();
+        let mut trimmed = doc.clone();
+        let top: Vec<String> = doc.as_object().unwrap().keys().cloned().collect();
+        for name in top {
+            if !parsed.reads_under(&[&name]) {
+                trimmed[&name] = Value::Null;
+            }
+        }
+        if !parsed.reads_under(&["c", "d"]) {
+            trimmed["c"]["d"] = Value::Null;
+        }
+        prop_assert_eq!(parsed.matches(&doc), parsed.matches(&trimmed), "{}: {} against {}", text, doc, trimmed);
+    }
+
     #[test]
     fn keys_agree_with_comparison_grouping_and_sorting(x in scalar(), y in scalar()) {
         let doc = json!({"a": x, "b": y});
@@ -829,5 +850,48 @@ fn rows_from_a_total_count_equal_aggregating_the_documents() {
         let query = parse(text).unwrap();
         assert!(!query.is_total_count(), "{text}");
         assert!(query.rows_from_total_count(3).is_empty(), "{text}");
+    }
+}
+
+#[test]
+fn what_conditions_read() {
+    let rows = [
+        ("tags.location.region = 'eu'", &["tags"][..], true),
+        ("TAGS.location.region = 'eu'", &["tags"], true),
+        (
+            "tags.location.region = 'eu'",
+            &["properties", "reported"],
+            false,
+        ),
+        (
+            "properties.reported.battery < 20",
+            &["properties", "reported"],
+            true,
+        ),
+        (
+            "properties.reported.battery < 20",
+            &["properties", "desired"],
+            false,
+        ),
+        ("IS_DEFINED(properties)", &["properties", "desired"], true),
+        (
+            "properties.Desired.x = 1",
+            &["properties", "desired"],
+            false,
+        ),
+        (
+            "deviceId = 'a' OR tags.x = properties.desired.x",
+            &["properties", "desired"],
+            true,
+        ),
+        ("*", &["tags"], false),
+    ];
+    for (condition, prefix, expected) in rows {
+        let parsed = parse_condition(condition).unwrap();
+        assert_eq!(
+            parsed.reads_under(prefix),
+            expected,
+            "{condition} under {prefix:?}"
+        );
     }
 }

@@ -25,6 +25,7 @@ use twinhub_query::{Condition, Query};
 use twinhub_store::{Batch, Table};
 
 use super::{Entry, Hub, HubError, IdentityKey, IfMatch, Presence, Record};
+use crate::shape::{DocumentParts, TwinSource};
 
 /// The largest fleet a configuration change is applied to before its request is answered,
 /// whatever the sweep rate, so a request never waits for a whole large fleet.
@@ -198,9 +199,11 @@ impl Compiled {
         })
     }
 
-    /// Whether the target condition reads `$metadata`, so twins must be rendered with it.
-    fn reads_metadata(&self) -> bool {
-        self.target.as_ref().is_some_and(Condition::reads_metadata)
+    /// What of a twin's document the target condition reads.
+    fn reads(&self) -> DocumentParts {
+        self.target
+            .as_ref()
+            .map_or(DocumentParts::NONE, DocumentParts::read_by)
     }
 
     fn targets(&self, modules: bool, twin: &Value) -> bool {
@@ -279,8 +282,10 @@ fn reconciled(
     current: Arc<Record>,
     presence: &Presence,
 ) -> Result<Option<Reconciled>, HubError> {
-    let metadata = configurations.iter().any(|c| c.reads_metadata());
-    let document = crate::shape::twin_document(&current, presence, metadata);
+    let parts = configurations
+        .iter()
+        .fold(DocumentParts::NONE, |parts, c| parts.union(c.reads()));
+    let document = TwinSource::Decoded(&current).document(presence, parts);
     let assignment = assign(configurations, key.module_id.is_some(), &document);
     let mut patch = Map::new();
     for (path, (owner, value)) in &assignment.owners {

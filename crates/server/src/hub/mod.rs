@@ -27,10 +27,11 @@ use serde::{Deserialize, Serialize};
 use twinhub_core::identity::Identity;
 use twinhub_core::policy::AccessPolicy;
 use twinhub_core::time::Timestamp;
-use twinhub_core::twin::{Twin, TwinShape};
+use twinhub_core::twin::{Twin, TwinShape, TwinView};
 use twinhub_store::{Batch, Row, Store, Table};
 
 use crate::metrics::Metrics;
+use crate::shape::{DocumentParts, TwinSource};
 
 pub use configurations::{
     Configuration, ConfigurationError, ConfigurationStatus, MAX_METRICS, SystemMetrics,
@@ -174,6 +175,15 @@ struct StoredRecordSummary {
     configured_paths: BTreeMap<String, String>,
 }
 
+/// What a twin is rendered from when its record is not decoded: the stored bytes, borrowed.
+#[derive(Deserialize)]
+#[serde(rename = "Record")]
+struct StoredRecordView<'a> {
+    identity: Identity,
+    #[serde(borrow)]
+    twin: TwinView<'a>,
+}
+
 pub(crate) struct Entry {
     write: tokio::sync::Mutex<()>,
     held: RwLock<Held>,
@@ -245,10 +255,33 @@ impl Entry {
         }
     }
 
-    /// The twin as queries see it: the REST twin shape, with `$metadata` only when asked for
-    /// (rendering it is most of the cost).
-    pub(crate) fn document(&self, metadata: bool) -> serde_json::Value {
-        crate::shape::twin_document(&self.record(), &self.presence(), metadata)
+    /// Runs `read` on the twin: the decoded record while the identity is connected, else a view
+    /// of the stored bytes, which renders without building the record. Writes to this entry
+    /// wait until `read` returns.
+    pub(crate) fn with_twin<T>(
+        &self,
+        read: impl FnOnce(TwinSource<'_>) -> T,
+    ) -> Result<T, HubError> {
+        let held = self.held.read().unwrap_or_else(|e| e.into_inner());
+        match &held.decoded {
+            Some(record) => Ok(read(TwinSource::Decoded(record))),
+            None => {
+                let stored: StoredRecordView<'_> = serde_json::from_slice(&held.bytes)
+                    .map_err(|e| HubError::Rendering(format!("a held twin is unreadable: {e}")))?;
+                Ok(read(TwinSource::Stored {
+                    identity: &stored.identity,
+                    twin: &stored.twin,
+                    configurations: &held.configurations,
+                }))
+            }
+        }
+    }
+
+    /// The twin as queries see it: the REST twin shape with `parts` built (the `$metadata` of
+    /// every section is most of the cost).
+    pub(crate) fn document(&self, parts: DocumentParts) -> Result<serde_json::Value, HubError> {
+        let presence = self.presence();
+        self.with_twin(|twin| twin.document(&presence, parts))
     }
 
     fn is_deleted(&self) -> bool {
@@ -596,6 +629,7 @@ mod tests {
     use super::{
         ConfigurationStatus, IdentityKey, IdentitySpec, IfMatch, Record, StoredRecordSummary,
     };
+    use crate::shape::DocumentParts;
 
     fn object(value: Value) -> serde_json::Map<String, Value> {
         match value {
@@ -717,6 +751,57 @@ mod tests {
             .await
             .expect("the rows are stored");
         store
+    }
+
+    /// A twin read in place from its bytes (disconnected) renders and evaluates exactly as the
+    /// decoded record (connected) does, in rows and in documents of any parts.
+    #[test]
+    fn a_twin_renders_alike_read_in_place_or_decoded() {
+        let bytes = serde_json::to_vec(&stored_record()).expect("values serialize");
+        let record: Record = serde_json::from_slice(&bytes).expect("the record decodes");
+        let entry = super::Entry::new(bytes.into_boxed_slice(), &record);
+        let presence = entry.presence();
+        let expected_row = serde_json::to_string(&crate::shape::twin_dto(&record, &presence, true))
+            .expect("twins render");
+        let full = serde_json::from_str::<Value>(&expected_row).expect("rows are JSON");
+        let conditions = [
+            "tags.site = 'north'",
+            "properties.reported.fw.version = '1.3' AND tags.location.floor = 2",
+            "properties.desired.$metadata.mode.$lastUpdatedVersion = 2",
+            "properties.reported.$metadata.fw.version.$lastUpdated > '2023'",
+            "IS_DEFINED(properties.desired.limits) AND status = 'enabled'",
+            "configurations.[[cfg]].status = 'Applied'",
+            "deviceId = 'dev-1' AND NOT IS_DEFINED(tags.missing)",
+        ];
+        for connected in [false, true] {
+            entry.update_presence(|presence| presence.connected = connected);
+            let presence = entry.presence();
+            let row = entry
+                .with_twin(|twin| twin.to_json(&presence))
+                .expect("the twin is readable")
+                .expect("the twin renders");
+            let expected = serde_json::to_string(&crate::shape::twin_dto(&record, &presence, true))
+                .expect("twins render");
+            assert_eq!(row.get(), expected, "connected: {connected}");
+            let everything = entry
+                .document(DocumentParts::all(true))
+                .expect("the twin is readable");
+            assert_eq!(
+                everything,
+                serde_json::from_str::<Value>(&expected).expect("JSON")
+            );
+            for text in conditions {
+                let condition = twinhub_query::parse_condition(text).expect("conditions parse");
+                let document = entry
+                    .document(DocumentParts::read_by(&condition))
+                    .expect("the twin is readable");
+                assert!(condition.matches(&full), "{text} holds of the whole twin");
+                assert!(
+                    condition.matches(&document),
+                    "{text}, connected: {connected}"
+                );
+            }
+        }
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use twinhub_query::{Collection, Condition, IndexKey, KeyRange, Query};
 
 use super::index::PathIndex;
 use super::{Entry, Hub, HubError, IdentityKey};
-use crate::shape::{twin_document, twin_dto};
+use crate::shape::DocumentParts;
 
 /// How a condition is answered without reading every twin: one source yields candidates in key
 /// order, the indexes filter them.
@@ -286,7 +286,9 @@ impl Hub {
             });
             return keys;
         }
-        self.matching(condition, modules, false, |key, _| keys.push(key.clone()));
+        self.matching(condition, modules, DocumentParts::NONE, |key, _| {
+            keys.push(key.clone());
+        });
         keys
     }
 
@@ -296,14 +298,15 @@ impl Hub {
         &self,
         condition: &Condition,
         modules: bool,
-        metadata: bool,
+        parts: DocumentParts,
         mut visit: impl FnMut(&IdentityKey, Value),
     ) {
-        let metadata = metadata || condition.reads_metadata();
+        let parts = parts.union(DocumentParts::read_by(condition));
         self.candidates(condition, modules, None, |key, entry| {
-            let doc = entry.document(metadata);
-            if condition.matches(&doc) {
-                visit(key, doc);
+            match entry.document(parts) {
+                Ok(doc) if condition.matches(&doc) => visit(key, doc),
+                Ok(_) => {}
+                Err(e) => tracing::error!(identity = %key, error = %e, "twin left out of a query"),
             }
             true
         });
@@ -317,7 +320,7 @@ impl Hub {
             return self.collection_size(modules);
         }
         let mut count = 0;
-        self.matching(condition, modules, false, |_, _| count += 1);
+        self.matching(condition, modules, DocumentParts::NONE, |_, _| count += 1);
         count
     }
 
@@ -394,7 +397,7 @@ impl Hub {
                     self.matching(
                         query.condition(),
                         collection == Collection::DevicesModules,
-                        query.reads_metadata() || query.is_select_star(),
+                        DocumentParts::all(query.reads_metadata() || query.is_select_star()),
                         |_, doc| docs.push(doc),
                     );
                     query.execute(docs.iter())
@@ -439,27 +442,36 @@ impl Hub {
             let select_star = query.is_select_star();
             // A JSON document is built only for what reads one: the condition and projections.
             // `SELECT *` rows are rendered straight from the record, always with `$metadata`.
+            // Of the document, only what the condition reads is built for `SELECT *`.
             let needs_document = !condition.is_everything() || !select_star;
-            let document_metadata =
-                condition.reads_metadata() || (!select_star && query.reads_metadata());
+            let parts = if select_star {
+                DocumentParts::read_by(condition)
+            } else {
+                DocumentParts::all(query.reads_metadata())
+            };
             self.candidates(condition, modules, token.after.as_ref(), |key, entry| {
-                let record = entry.record();
                 let presence = entry.presence();
-                let document =
-                    needs_document.then(|| twin_document(&record, &presence, document_metadata));
-                if let Some(document) = &document
-                    && !condition.matches(document)
-                {
-                    return true;
-                }
+                let row = entry.with_twin(|twin| {
+                    let document = needs_document.then(|| twin.document(&presence, parts));
+                    if let Some(document) = &document
+                        && !condition.matches(document)
+                    {
+                        return None;
+                    }
+                    Some(match &document {
+                        Some(document) if !select_star => rendered(&query.project(document)),
+                        _ => twin.to_json(&presence).map_err(|e| rendering_failed(&e)),
+                    })
+                });
+                let row = match row {
+                    Ok(None) => return true,
+                    Ok(Some(row)) => row,
+                    Err(e) => Err(e),
+                };
                 if items.len() == page_size {
                     more = true;
                     return false;
                 }
-                let row = match &document {
-                    Some(document) if !select_star => rendered(&query.project(document)),
-                    _ => rendered(&twin_dto(&record, &presence, true)),
-                };
                 match row {
                     Ok(row) => items.push(row),
                     Err(e) => {
@@ -494,5 +506,9 @@ impl Hub {
 
 /// One result row as the JSON the page carries.
 fn rendered(row: &impl Serialize) -> Result<Box<RawValue>, HubError> {
-    serde_json::value::to_raw_value(row).map_err(|e| HubError::Rendering(e.to_string()))
+    serde_json::value::to_raw_value(row).map_err(|e| rendering_failed(&e))
+}
+
+fn rendering_failed(error: &serde_json::Error) -> HubError {
+    HubError::Rendering(error.to_string())
 }

@@ -14,7 +14,7 @@ use twinhub_query::Query;
 use super::Slot;
 use crate::hub::test_support::open_hub;
 use crate::hub::{Hub, IdentityKey, IdentitySpec, IfMatch};
-use crate::shape::twin_document;
+use crate::shape::{DocumentParts, TwinSource};
 
 const FLEET: usize = 300;
 const PAGE: usize = 7;
@@ -325,14 +325,14 @@ fn documents(hub: &Hub, modules: bool) -> Vec<Value> {
     let mut docs = Vec::new();
     for (device, presence) in hub.list_devices(usize::MAX) {
         if !modules {
-            docs.push(twin_document(&device, &presence, true));
+            docs.push(TwinSource::Decoded(&device).document(&presence, DocumentParts::all(true)));
             continue;
         }
         let listed = hub
             .list_modules(&device.identity.device_id)
             .expect("the device exists");
         for (module, presence) in listed {
-            docs.push(twin_document(&module, &presence, true));
+            docs.push(TwinSource::Decoded(&module).document(&presence, DocumentParts::all(true)));
         }
     }
     docs
