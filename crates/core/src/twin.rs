@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use crate::time::Timestamp;
 
 mod view;
-pub use view::{RenderedSectionView, SectionView, TwinView};
+pub use view::{RenderedSectionView, SectionView, TwinView, value_at};
 
 /// Longest property name, in UTF-8 bytes.
 pub const MAX_KEY_BYTES: usize = 1024;

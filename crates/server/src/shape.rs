@@ -149,7 +149,8 @@ impl DocumentParts {
 pub(crate) enum TwinSource<'a> {
     Decoded(&'a Record),
     Stored {
-        identity: &'a Identity,
+        /// Read only when rendered.
+        identity: &'a RawValue,
         twin: &'a TwinView<'a>,
         configurations: &'a BTreeMap<String, ConfigurationStatus>,
     },
@@ -165,7 +166,7 @@ impl TwinSource<'_> {
                 twin,
                 configurations,
             } => to_raw_value(&dto(
-                identity,
+                &serde_json::from_str(identity.get())?,
                 presence,
                 configurations,
                 &TwinVersion::of_view(twin),
@@ -197,19 +198,21 @@ impl TwinSource<'_> {
                 identity,
                 twin,
                 configurations,
-            } => serde_json::to_value(dto(
-                identity,
-                presence,
-                configurations,
-                &TwinVersion::of_view(twin),
-                parts.tags.then(|| twin.tags()),
-                parts
-                    .desired
-                    .then(|| twin.desired().rendered(parts.metadata)),
-                parts
-                    .reported
-                    .then(|| twin.reported().rendered(parts.metadata)),
-            )),
+            } => serde_json::from_str(identity.get()).and_then(|identity| {
+                serde_json::to_value(dto(
+                    &identity,
+                    presence,
+                    configurations,
+                    &TwinVersion::of_view(twin),
+                    parts.tags.then(|| twin.tags()),
+                    parts
+                        .desired
+                        .then(|| twin.desired().rendered(parts.metadata)),
+                    parts
+                        .reported
+                        .then(|| twin.reported().rendered(parts.metadata)),
+                ))
+            }),
         };
         document.unwrap_or(Value::Null)
     }

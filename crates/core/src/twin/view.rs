@@ -65,12 +65,18 @@ impl<'a> TwinView<'a> {
 pub struct SectionView<'a> {
     #[serde(borrow)]
     properties: &'a RawValue,
+    /// Read only when rendered with `$metadata`.
     #[serde(borrow)]
-    metadata: StoredNode<'a>,
+    metadata: &'a RawValue,
     version: i64,
 }
 
-impl SectionView<'_> {
+impl<'a> SectionView<'a> {
+    /// The properties as stored: the JSON text of the decoded section's properties.
+    pub fn properties(&self) -> &'a RawValue {
+        self.properties
+    }
+
     /// Serializes to what [`Section::rendered`](super::Section::rendered) serializes to for the
     /// decoded section.
     pub fn rendered(&self, with_metadata: bool) -> RenderedSectionView<'_> {
@@ -165,6 +171,23 @@ impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
     }
 }
 
+/// The value at `path` below `object` (the stored text of tags or of a section's properties),
+/// through objects only, built from its text alone; `None` when there is none.
+pub fn value_at(object: &RawValue, path: &[impl AsRef<str>]) -> Option<serde_json::Value> {
+    let mut value = object;
+    for segment in path {
+        if !is_object(value) {
+            return None;
+        }
+        let found = members(value)
+            .ok()?
+            .into_iter()
+            .find(|(key, _)| key.0 == segment.as_ref())?;
+        value = found.1;
+    }
+    serde_json::from_str(value.get()).ok()
+}
+
 /// The members of an object's stored text, each value still text.
 fn members(object: &RawValue) -> Result<Vec<(Key<'_>, &RawValue)>, serde_json::Error> {
     serde_json::from_str::<Members<'_, &RawValue>>(object.get()).map(|members| members.0)
@@ -185,7 +208,9 @@ impl Serialize for RenderedSectionView<'_> {
             map.serialize_entry(&*key.0, value)?;
         }
         if self.with_metadata {
-            let node = &section.metadata;
+            let node: StoredNode<'_> =
+                serde_json::from_str(section.metadata.get()).map_err(S::Error::custom)?;
+            let node = &node;
             let stamp = StampText::of(node).map_err(S::Error::custom)?;
             map.serialize_entry(
                 "$metadata",

@@ -7,6 +7,7 @@
 //! an index is being filled, writes queue their changes and the filling scan replays them, so a
 //! twin written during the scan ends up with its newest value.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -15,6 +16,7 @@ use serde_json::{Map, Value};
 use twinhub_query::{IndexKey, KeyRange};
 
 use super::{IdentityKey, Record};
+use crate::shape::TwinSource;
 
 /// Most paths indexed at once per collection; a query on another path scans.
 const MAX_INDEXES: usize = 32;
@@ -116,9 +118,9 @@ impl PathIndex {
         }
     }
 
-    fn slot_of(&self, record: &Record) -> Option<Slot> {
-        let value = value_at(record, &self.path)?;
-        Some(IndexKey::of(value).map_or(Slot::Other, Slot::Key))
+    fn slot_of(&self, twin: &dyn TwinValues) -> Option<Slot> {
+        let value = twin.value_at(&self.path)?;
+        Some(IndexKey::of(&value).map_or(Slot::Other, Slot::Key))
     }
 
     fn record_change(&self, key: &IdentityKey, record: Option<&Record>) {
@@ -205,30 +207,74 @@ impl PathIndex {
         (counts, entries.other.len() as u64)
     }
 
-    /// The value twin `record` has at this index's path.
-    pub(crate) fn value_of<'r>(&self, record: &'r Record) -> Option<&'r Value> {
-        value_at(record, &self.path)
+    /// The value `twin` has at this index's path.
+    pub(crate) fn value_of<'t>(&self, twin: &'t dyn TwinValues) -> Option<Cow<'t, Value>> {
+        twin.value_at(&self.path)
     }
 }
 
-/// The value of a twin at a document path, for the paths an index can serve: below `tags`,
-/// `properties.desired` or `properties.reported`, through objects only.
-fn value_at<'r>(record: &'r Record, path: &[String]) -> Option<&'r Value> {
-    let (root, rest): (&Map<String, Value>, &[String]) = match path {
-        [tags, rest @ ..] if tags == "tags" => (&record.twin.tags, rest),
+/// A twin as indexes read it: decoded, or its stored text (filling an index reads every twin,
+/// and reading one value from the text costs a fraction of decoding the twin).
+pub(crate) trait TwinValues {
+    /// The value at a document path, for the paths an index can serve: below `tags`,
+    /// `properties.desired` or `properties.reported`, through objects only.
+    fn value_at(&self, path: &[String]) -> Option<Cow<'_, Value>>;
+}
+
+/// The part of the twin an indexable path starts in, and the rest of the path.
+enum Root {
+    Tags,
+    Desired,
+    Reported,
+}
+
+fn split_root(path: &[String]) -> Option<(Root, &[String])> {
+    match path {
+        [tags, rest @ ..] if tags == "tags" => Some((Root::Tags, rest)),
         [properties, section, rest @ ..] if properties == "properties" => match section.as_str() {
-            "desired" => (record.twin.desired.properties(), rest),
-            "reported" => (record.twin.reported.properties(), rest),
-            _ => return None,
+            "desired" => Some((Root::Desired, rest)),
+            "reported" => Some((Root::Reported, rest)),
+            _ => None,
         },
-        _ => return None,
-    };
-    let (last, parents) = rest.split_last()?;
-    let mut object = root;
-    for segment in parents {
-        object = object.get(segment)?.as_object()?;
+        _ => None,
     }
-    object.get(last)
+}
+
+impl TwinValues for Record {
+    fn value_at(&self, path: &[String]) -> Option<Cow<'_, Value>> {
+        let (root, rest) = split_root(path)?;
+        let root: &Map<String, Value> = match root {
+            Root::Tags => &self.twin.tags,
+            Root::Desired => self.twin.desired.properties(),
+            Root::Reported => self.twin.reported.properties(),
+        };
+        let (last, parents) = rest.split_last()?;
+        let mut object = root;
+        for segment in parents {
+            object = object.get(segment)?.as_object()?;
+        }
+        object.get(last).map(Cow::Borrowed)
+    }
+}
+
+impl TwinValues for TwinSource<'_> {
+    fn value_at(&self, path: &[String]) -> Option<Cow<'_, Value>> {
+        match self {
+            TwinSource::Decoded(record) => record.value_at(path),
+            TwinSource::Stored { twin, .. } => {
+                let (root, rest) = split_root(path)?;
+                let root = match root {
+                    Root::Tags => twin.tags(),
+                    Root::Desired => twin.desired().properties(),
+                    Root::Reported => twin.reported().properties(),
+                };
+                if rest.is_empty() {
+                    return None;
+                }
+                twinhub_core::twin::value_at(root, rest).map(Cow::Owned)
+            }
+        }
+    }
 }
 
 /// Whether an index can serve `path` (see [`value_at`]); `$`-prefixed segments are the
@@ -285,7 +331,7 @@ impl Indexes {
         &self,
         modules: bool,
         paths: &[Vec<String>],
-        scan: impl FnOnce(&mut dyn FnMut(&IdentityKey, &Record)),
+        scan: impl FnOnce(&mut dyn FnMut(&IdentityKey, &dyn TwinValues)),
     ) -> Vec<Option<Arc<PathIndex>>> {
         let indexes: Vec<Option<Arc<PathIndex>>> = {
             let mut by_path = self.by_path.write().unwrap_or_else(|e| e.into_inner());
@@ -317,9 +363,9 @@ impl Indexes {
                 .collect();
             if !unfilled.is_empty() {
                 let mut found: Vec<Entries> = unfilled.iter().map(|_| Entries::default()).collect();
-                scan(&mut |key, record| {
+                scan(&mut |key, twin| {
                     for (index, entries) in unfilled.iter().zip(found.iter_mut()) {
-                        entries.set(key, index.slot_of(record));
+                        entries.set(key, index.slot_of(twin));
                     }
                 });
                 for (index, entries) in unfilled.into_iter().zip(found) {

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use twinhub_core::identity::Identity;
 use twinhub_core::policy::AccessPolicy;
 use twinhub_core::time::Timestamp;
@@ -179,7 +180,9 @@ struct StoredRecordSummary {
 #[derive(Deserialize)]
 #[serde(rename = "Record")]
 struct StoredRecordView<'a> {
-    identity: Identity,
+    /// Read only when rendered.
+    #[serde(borrow)]
+    identity: &'a RawValue,
     #[serde(borrow)]
     twin: TwinView<'a>,
 }
@@ -269,7 +272,7 @@ impl Entry {
                 let stored: StoredRecordView<'_> = serde_json::from_slice(&held.bytes)
                     .map_err(|e| HubError::Rendering(format!("a held twin is unreadable: {e}")))?;
                 Ok(read(TwinSource::Stored {
-                    identity: &stored.identity,
+                    identity: stored.identity,
                     twin: &stored.twin,
                     configurations: &held.configurations,
                 }))

@@ -2,6 +2,7 @@
 //! configuration target conditions. Queries see every write acknowledged before they started,
 //! because they read the same in-memory records the writes publish.
 
+use std::borrow::Cow;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -270,7 +271,9 @@ impl Hub {
     fn indexes_for(&self, modules: bool, paths: &[Vec<String>]) -> Vec<Option<Arc<PathIndex>>> {
         self.0.indexes.get_or_create(modules, paths, |visit| {
             self.scan(modules, None, |key, entry| {
-                visit(key, &entry.record());
+                if let Err(e) = entry.with_twin(|twin| visit(key, &twin)) {
+                    tracing::error!(identity = %key, error = %e, "twin left out of an index");
+                }
                 true
             });
         })
@@ -348,7 +351,12 @@ impl Hub {
                 // only counts while it still has this key.
                 let spelled = self
                     .entry(&first)
-                    .and_then(|entry| index.value_of(&entry.record()).cloned())
+                    .and_then(|entry| {
+                        entry
+                            .with_twin(|twin| index.value_of(&twin).map(Cow::into_owned))
+                            .ok()
+                            .flatten()
+                    })
                     .filter(|value| IndexKey::of(value).as_ref() == Some(&key))
                     .unwrap_or_else(|| key.to_value());
                 (Some(spelled), n)

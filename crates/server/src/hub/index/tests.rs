@@ -443,7 +443,7 @@ fn assert_indexes_exact(hub: &Hub) {
         let expected: HashMap<IdentityKey, Slot> = entries
             .iter()
             .filter(|(key, entry)| key.module_id.is_some() == *modules && !entry.is_deleted())
-            .filter_map(|(key, entry)| Some((key.clone(), index.slot_of(&entry.record())?)))
+            .filter_map(|(key, entry)| Some((key.clone(), index.slot_of(&*entry.record())?)))
             .collect();
         let held = &state.entries;
         let mut wrong: Vec<(&IdentityKey, Option<&Slot>, Option<&Slot>)> = held
