@@ -1,6 +1,7 @@
 //! The IoT Hub JSON shapes of domain records (device, module and twin), shared by the REST
 //! answers and by queries, which run over exactly the twin documents the REST API returns.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::value::{RawValue, to_raw_value};
@@ -144,6 +145,13 @@ impl DocumentParts {
     }
 }
 
+/// What a twin records of the automatic configurations: their statuses, and which configuration
+/// wrote each desired path.
+pub(crate) struct ConfigurationRecords<'a> {
+    pub statuses: Cow<'a, BTreeMap<String, ConfigurationStatus>>,
+    pub paths: Cow<'a, BTreeMap<String, String>>,
+}
+
 /// A twin to render: decoded, or read in place from its stored bytes, which costs a fraction of
 /// decoding it (see [`TwinView`]).
 pub(crate) enum TwinSource<'a> {
@@ -153,10 +161,38 @@ pub(crate) enum TwinSource<'a> {
         identity: &'a RawValue,
         twin: &'a TwinView<'a>,
         configurations: &'a BTreeMap<String, ConfigurationStatus>,
+        /// Which configuration wrote each desired path, when any did; read only when asked.
+        configured_paths: Option<&'a RawValue>,
     },
 }
 
 impl TwinSource<'_> {
+    /// What the twin records of the automatic configurations.
+    pub(crate) fn configuration_records(
+        &self,
+    ) -> Result<ConfigurationRecords<'_>, serde_json::Error> {
+        match self {
+            TwinSource::Decoded(record) => Ok(ConfigurationRecords {
+                statuses: Cow::Borrowed(&record.configurations),
+                paths: Cow::Borrowed(&record.configured_paths),
+            }),
+            TwinSource::Stored {
+                configurations,
+                configured_paths,
+                ..
+            } => {
+                let paths = match configured_paths {
+                    Some(paths) => serde_json::from_str(paths.get())?,
+                    None => BTreeMap::new(),
+                };
+                Ok(ConfigurationRecords {
+                    statuses: Cow::Borrowed(*configurations),
+                    paths: Cow::Owned(paths),
+                })
+            }
+        }
+    }
+
     /// The REST twin shape (with `$metadata`), as JSON text: a `SELECT *` row.
     pub(crate) fn to_json(&self, presence: &Presence) -> Result<Box<RawValue>, serde_json::Error> {
         match self {
@@ -165,6 +201,7 @@ impl TwinSource<'_> {
                 identity,
                 twin,
                 configurations,
+                ..
             } => to_raw_value(&dto(
                 &serde_json::from_str(identity.get())?,
                 presence,
@@ -198,6 +235,7 @@ impl TwinSource<'_> {
                 identity,
                 twin,
                 configurations,
+                ..
             } => serde_json::from_str(identity.get()).and_then(|identity| {
                 serde_json::to_value(dto(
                     &identity,

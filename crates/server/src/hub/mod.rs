@@ -185,6 +185,8 @@ struct StoredRecordView<'a> {
     identity: &'a RawValue,
     #[serde(borrow)]
     twin: TwinView<'a>,
+    #[serde(default, borrow)]
+    configured_paths: Option<&'a RawValue>,
 }
 
 pub(crate) struct Entry {
@@ -275,6 +277,7 @@ impl Entry {
                     identity: stored.identity,
                     twin: &stored.twin,
                     configurations: &held.configurations,
+                    configured_paths: stored.configured_paths,
                 }))
             }
         }
