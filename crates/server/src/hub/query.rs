@@ -448,9 +448,9 @@ impl Hub {
         if page_size > 0 {
             let condition = query.condition();
             let select_star = query.is_select_star();
-            // A JSON document is built only for what reads one: the condition and projections.
-            // `SELECT *` rows are rendered straight from the record, always with `$metadata`.
-            // Of the document, only what the condition reads is built for `SELECT *`.
+            // A JSON document is built only for what reads one: the condition (only the members
+            // it reads) and projections. `SELECT *` rows are rendered straight from the twin,
+            // always with `$metadata`.
             let needs_document = !condition.is_everything() || !select_star;
             let parts = if select_star {
                 DocumentParts::read_by(condition)
@@ -459,27 +459,31 @@ impl Hub {
             };
             self.candidates(condition, modules, token.after.as_ref(), |key, entry| {
                 let presence = entry.presence();
-                let row = entry.with_twin(|twin| {
+                let page_full = items.len() == page_size;
+                let candidate = entry.with_twin(|twin| {
                     let document = needs_document.then(|| twin.document(&presence, parts));
                     if let Some(document) = &document
                         && !condition.matches(document)
                     {
-                        return None;
+                        return Candidate::NoMatch;
                     }
-                    Some(match &document {
+                    if page_full {
+                        return Candidate::PastThePage;
+                    }
+                    Candidate::Row(match &document {
                         Some(document) if !select_star => rendered(&query.project(document)),
                         _ => twin.to_json(&presence).map_err(|e| rendering_failed(&e)),
                     })
                 });
-                let row = match row {
-                    Ok(None) => return true,
-                    Ok(Some(row)) => row,
+                let row = match candidate {
+                    Ok(Candidate::NoMatch) => return true,
+                    Ok(Candidate::PastThePage) => {
+                        more = true;
+                        return false;
+                    }
+                    Ok(Candidate::Row(row)) => row,
                     Err(e) => Err(e),
                 };
-                if items.len() == page_size {
-                    more = true;
-                    return false;
-                }
                 match row {
                     Ok(row) => items.push(row),
                     Err(e) => {
@@ -510,6 +514,14 @@ impl Hub {
             item_type,
         })
     }
+}
+
+/// What a page makes of one candidate twin.
+enum Candidate {
+    NoMatch,
+    /// A match after the page is full: another page follows.
+    PastThePage,
+    Row(Result<Box<RawValue>, HubError>),
 }
 
 /// One result row as the JSON the page carries.
