@@ -8,33 +8,11 @@ use twinhub_core::twin::{Change, ServiceUpdate};
 use twinhub_store::{MemoryStore, RedbStore, Store};
 
 use super::*;
-use crate::hub::{
-    HubSettings, IdentityKey, IdentitySpec, MethodCall, MethodOutcome, Outbound, SessionGuard,
-};
-use crate::metrics::Metrics;
-
-fn settings(limits: JobLimits) -> HubSettings {
-    HubSettings {
-        hostname: "jobs.test".into(),
-        sas_skew_secs: 300,
-        max_modules_per_device: 50,
-        max_configurations: 100,
-        configuration_twins_per_second: 1000,
-        jobs: limits,
-    }
-}
-
-async fn open_with(store: Arc<dyn Store>, limits: JobLimits) -> Hub {
-    let (hub, startup) = Hub::open(settings(limits), store, None, Arc::new(Metrics::default()))
-        .expect("the hub opens");
-    if let Some(batch) = startup {
-        hub.commit_startup(batch).await.expect("startup writes");
-    }
-    hub
-}
+use crate::hub::test_support::open_hub_with;
+use crate::hub::{IdentityKey, IdentitySpec, MethodCall, MethodOutcome, Outbound, SessionGuard};
 
 async fn open(store: Arc<dyn Store>) -> Hub {
-    open_with(store, JobLimits::default()).await
+    open_hub_with(store, JobLimits::default()).await
 }
 
 async fn with_devices(hub: &Hub, ids: &[&str]) {
@@ -296,7 +274,7 @@ async fn creation_enforces_ids_conditions_and_limits() {
         max_active_jobs: 1,
         devices_per_second: 100,
     };
-    let hub = open_with(Arc::new(MemoryStore::new()), limits).await;
+    let hub = open_hub_with(Arc::new(MemoryStore::new()), limits).await;
     let later = Timestamp::now().plus_seconds(3600);
     hub.create_job(tag_job("first", "*", Some(later), 60))
         .await
