@@ -266,7 +266,6 @@ fn assign(configurations: &[Arc<Compiled>], modules: bool, twin: &Value) -> Assi
     assignment
 }
 
-/// Sets `value` at a dotted path inside a patch object, creating the intermediate objects.
 /// What re-evaluating the configurations changes in one twin.
 struct Reconciled {
     record: Record,
@@ -355,6 +354,7 @@ fn entry_change(
         .transpose()
 }
 
+/// Sets `value` at a dotted path inside a patch object, creating the intermediate objects.
 fn insert_path(patch: &mut Map<String, Value>, path: &str, value: Value) {
     let mut segments = path.split('.').peekable();
     let mut node = patch;
@@ -881,23 +881,13 @@ mod tests {
         created: i64,
         content: Value,
     ) -> Arc<Compiled> {
-        let Value::Object(content) = content else {
-            panic!("content must be an object")
-        };
+        assert!(content.is_object(), "content must be an object");
         let configuration = Configuration {
-            id: id.into(),
-            schema_version: "1.0".into(),
-            labels: Map::new(),
-            device_content: Some(content),
-            module_content: None,
-            modules_content: None,
-            content_type: None,
-            target_condition: target.into(),
             priority,
             created: Timestamp::from_unix_seconds(created),
             last_updated: Timestamp::from_unix_seconds(created),
-            metric_queries: BTreeMap::new(),
             etag_version: 1,
+            ..new_configuration(id, target, content)
         };
         Arc::new(Compiled::new(configuration).expect("compiles"))
     }
