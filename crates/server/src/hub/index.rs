@@ -277,7 +277,7 @@ impl TwinValues for TwinSource<'_> {
     }
 }
 
-/// Whether an index can serve `path` (see [`value_at`]); `$`-prefixed segments are the
+/// Whether an index can serve `path` (see [`TwinValues::value_at`]); `$`-prefixed segments are the
 /// document's own bookkeeping (`$metadata`, `$version`), not properties.
 pub(crate) fn indexable(path: &[String]) -> bool {
     let rest = match path {

@@ -475,24 +475,22 @@ impl Hub {
                         _ => twin.to_json(&presence).map_err(|e| rendering_failed(&e)),
                     })
                 });
-                let row = match candidate {
-                    Ok(Candidate::NoMatch) => return true,
+                match candidate {
+                    Ok(Candidate::NoMatch) => true,
                     Ok(Candidate::PastThePage) => {
                         more = true;
-                        return false;
+                        false
                     }
-                    Ok(Candidate::Row(row)) => row,
-                    Err(e) => Err(e),
-                };
-                match row {
-                    Ok(row) => items.push(row),
-                    Err(e) => {
+                    Ok(Candidate::Row(Ok(row))) => {
+                        items.push(row);
+                        last_key = Some(key.clone());
+                        true
+                    }
+                    Ok(Candidate::Row(Err(e))) | Err(e) => {
                         failure = Some(e);
-                        return false;
+                        false
                     }
                 }
-                last_key = Some(key.clone());
-                true
             });
         }
         if let Some(e) = failure {
