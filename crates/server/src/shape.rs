@@ -2,6 +2,7 @@
 //! answers and by queries, which run over exactly the twin documents the REST API returns.
 
 use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 
 use serde_json::value::{RawValue, to_raw_value};
@@ -157,13 +158,36 @@ pub(crate) struct ConfigurationRecords<'a> {
 pub(crate) enum TwinSource<'a> {
     Decoded(&'a Record),
     Stored {
-        /// Read only when rendered.
-        identity: &'a RawValue,
+        identity: &'a StoredIdentity<'a>,
         twin: &'a TwinView<'a>,
         configurations: &'a BTreeMap<String, ConfigurationStatus>,
         /// Which configuration wrote each desired path, when any did; read only when asked.
         configured_paths: Option<&'a RawValue>,
     },
+}
+
+/// A stored twin's identity, parsed from its text the first time a rendering needs it (a
+/// query renders a twin's document and then its row; an index fill needs neither).
+pub(crate) struct StoredIdentity<'a> {
+    text: &'a RawValue,
+    parsed: OnceCell<Identity>,
+}
+
+impl<'a> StoredIdentity<'a> {
+    pub(crate) fn new(text: &'a RawValue) -> Self {
+        Self {
+            text,
+            parsed: OnceCell::new(),
+        }
+    }
+
+    fn get(&self) -> Result<&Identity, serde_json::Error> {
+        if let Some(identity) = self.parsed.get() {
+            return Ok(identity);
+        }
+        let identity = serde_json::from_str(self.text.get())?;
+        Ok(self.parsed.get_or_init(|| identity))
+    }
 }
 
 impl TwinSource<'_> {
@@ -203,7 +227,7 @@ impl TwinSource<'_> {
                 configurations,
                 ..
             } => to_raw_value(&dto(
-                &serde_json::from_str(identity.get())?,
+                identity.get()?,
                 presence,
                 configurations,
                 &TwinVersion::of_view(twin),
@@ -236,9 +260,9 @@ impl TwinSource<'_> {
                 twin,
                 configurations,
                 ..
-            } => serde_json::from_str(identity.get()).and_then(|identity| {
+            } => identity.get().and_then(|identity| {
                 serde_json::to_value(dto(
-                    &identity,
+                    identity,
                     presence,
                     configurations,
                     &TwinVersion::of_view(twin),

@@ -32,7 +32,7 @@ use twinhub_core::twin::{Twin, TwinShape, TwinView};
 use twinhub_store::{Batch, Row, Store, Table};
 
 use crate::metrics::Metrics;
-use crate::shape::{DocumentParts, TwinSource};
+use crate::shape::{DocumentParts, StoredIdentity, TwinSource};
 
 pub use configurations::{
     Configuration, ConfigurationError, ConfigurationStatus, MAX_METRICS, SystemMetrics,
@@ -273,8 +273,9 @@ impl Entry {
             None => {
                 let stored: StoredRecordView<'_> = serde_json::from_slice(&held.bytes)
                     .map_err(|e| HubError::Rendering(format!("a held twin is unreadable: {e}")))?;
+                let identity = StoredIdentity::new(stored.identity);
                 Ok(read(TwinSource::Stored {
-                    identity: stored.identity,
+                    identity: &identity,
                     twin: &stored.twin,
                     configurations: &held.configurations,
                     configured_paths: stored.configured_paths,
