@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod fleet;
+pub mod http1;
 pub mod hub;
 pub mod latency;
 pub mod report;

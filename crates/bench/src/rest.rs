@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use crate::fleet::unix_micros_now;
 use crate::hub::OWNER_KEY;
 
-const API_VERSION: &str = "api-version=2021-04-12";
+/// The query string every request carries.
+pub const API_VERSION: &str = "api-version=2021-04-12";
 /// Connections kept open per host: more than any scenario keeps in flight.
 const POOL: usize = 512;
 
@@ -27,8 +28,6 @@ pub enum RestError {
         status: StatusCode,
         body: String,
     },
-    #[error("the device answered the method with status {0}")]
-    MethodStatus(i64),
     #[error("cannot build the client: {0}")]
     Setup(String),
 }
@@ -72,6 +71,11 @@ impl Rest {
         })
     }
 
+    /// The `Authorization` header value: an owner SAS token valid for a day.
+    pub fn authorization(&self) -> &str {
+        &self.token
+    }
+
     fn url(&self, path: &str) -> String {
         let separator = if path.contains('?') { '&' } else { '?' };
         format!("{}{path}{separator}{API_VERSION}", self.base)
@@ -95,19 +99,6 @@ impl Rest {
             status,
             body,
         })
-    }
-
-    /// Invokes a direct method and checks that the device answered 200.
-    pub async fn invoke_method(&self, device_id: &str, method: &str) -> Result<(), RestError> {
-        let path = format!("/twins/{device_id}/methods");
-        let body =
-            json!({"methodName": method, "payload": {"delay": 0}, "responseTimeoutInSeconds": 30});
-        let request = self.http.post(self.url(&path)).json(&body);
-        let answer: Value = self.send("POST", &path, request).await?.json().await?;
-        match answer["status"].as_i64() {
-            Some(200) => Ok(()),
-            other => Err(RestError::MethodStatus(other.unwrap_or(-1))),
-        }
     }
 
     /// Runs one page of a query.

@@ -7,13 +7,18 @@ use std::time::Duration;
 use anyhow::ensure;
 use serde_json::Map;
 
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
 use super::{closed_loop, latency_figures, parameter};
 use crate::baseline::mosquitto::Mosquitto;
 use crate::fleet::spawn::{Fleet, MeasureSummary};
 use crate::fleet::{FleetArgs, Role, device_id};
+use crate::http1::Http1Connection;
 use crate::hub::{BenchHub, DEVICE_KEY, register_devices};
 use crate::report::{BaselineReport, ScenarioReport, ratio, round};
-use crate::rest::Rest;
+use crate::rest::{API_VERSION, Rest};
 
 struct Scale {
     devices: usize,
@@ -23,6 +28,28 @@ struct Scale {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The body of every call.
+const METHOD_CALL: &[u8] =
+    br#"{"methodName":"reboot","payload":{"delay":0},"responseTimeoutInSeconds":30}"#;
+
+/// Checks that the hub answered 200 with the device's status 200.
+fn method_answered(status: u16, body: &[u8]) -> Result<(), String> {
+    if status != 200 {
+        return Err(format!(
+            "the hub answered {status}: {}",
+            String::from_utf8_lossy(body)
+        ));
+    }
+    let answer: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("unreadable answer: {e}"))?;
+    match answer["status"].as_i64() {
+        Some(200) => Ok(()),
+        other => Err(format!(
+            "the device answered the method with status {}",
+            other.unwrap_or(-1)
+        )),
+    }
+}
 
 pub(super) async fn run(quick: bool, report: &mut ScenarioReport) -> anyhow::Result<()> {
     let scale = if quick {
@@ -71,15 +98,37 @@ pub(super) async fn run(quick: bool, report: &mut ScenarioReport) -> anyhow::Res
         scale.devices,
         connected.first_error.unwrap_or_default()
     );
-    let rest = Rest::new(hub.running.https_addr, &hub.ca)?;
+    let authorization = Rest::new(hub.running.https_addr, &hub.ca)?
+        .authorization()
+        .to_owned();
+    let mut connections = Vec::with_capacity(scale.in_flight);
+    for _ in 0..scale.in_flight {
+        connections.push(Mutex::new(
+            Http1Connection::connect(hub.running.https_addr, &hub.ca).await?,
+        ));
+    }
+    let connections = Arc::new(connections);
+    let authorization = Arc::new(authorization);
     let devices = scale.devices as u64;
-    let outcome = closed_loop(scale.in_flight, scale.warmup, scale.seconds, move |_, n| {
-        let rest = rest.clone();
-        async move {
-            let device = device_id(usize::try_from(n % devices).unwrap_or(0));
-            rest.invoke_method(&device, "reboot").await
-        }
-    })
+    let outcome = closed_loop(
+        scale.in_flight,
+        scale.warmup,
+        scale.seconds,
+        move |worker, n| {
+            let connections = Arc::clone(&connections);
+            let authorization = Arc::clone(&authorization);
+            async move {
+                let device = device_id(usize::try_from(n % devices).unwrap_or(0));
+                let target = format!("/twins/{device}/methods?{API_VERSION}");
+                let mut connection = connections[worker].lock().await;
+                let answer = connection
+                    .post_json(&target, &authorization, METHOD_CALL)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                method_answered(answer.status, &answer.body)
+            }
+        },
+    )
     .await;
     fleet.finish().await?;
     hub.stop().await;
