@@ -14,6 +14,7 @@
 //! background) after a configuration is created, updated or deleted.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -530,30 +531,42 @@ impl Hub {
     /// at most a second at the sweep rate and the fleet is small (so the caller reads the result
     /// at once), otherwise in the background at that rate.
     async fn apply_configuration_change(&self) {
-        let keys = self.keys_connected_first();
         let inline_limit = (self.0.configurations.twins_per_second as usize).min(MAX_INLINE_TWINS);
-        if keys.len() > inline_limit {
+        if self.identity_count() > inline_limit {
             self.0.configurations.sweep.notify_one();
             return;
         }
-        self.reconcile_many(&keys).await;
+        for keys in [
+            self.keys_where(|entry| entry.presence().connected),
+            self.keys_where(|_| true),
+        ] {
+            let keys: Arc<[IdentityKey]> = keys.into();
+            self.reconcile_many(&keys, 0..keys.len()).await;
+        }
     }
 
-    /// Evaluates many twins, batch by batch in the order given (so connected twins stay first):
-    /// each batch is evaluated together and written in one commit, and several batches are in
-    /// flight at once (on every core).
-    async fn reconcile_many(&self, keys: &[IdentityKey]) {
-        let mut lanes: Vec<Vec<Vec<IdentityKey>>> = vec![Vec::new(); RECONCILE_LANES];
-        for (i, batch) in keys.chunks(RECONCILE_BATCH).enumerate() {
-            lanes[i % RECONCILE_LANES].push(batch.to_vec());
-        }
-        let running: Vec<_> = lanes
-            .into_iter()
-            .map(|batches| {
+    /// Evaluates `keys[range]`, batch by batch in the order given: each batch is evaluated
+    /// together and written in one commit, and several batches are in flight at once (on every
+    /// core). The lanes share `keys` rather than each copying its part.
+    async fn reconcile_many(&self, keys: &Arc<[IdentityKey]>, range: Range<usize>) {
+        let end = range.end;
+        let batches: Vec<Range<usize>> = range
+            .step_by(RECONCILE_BATCH)
+            .map(|first| first..(first + RECONCILE_BATCH).min(end))
+            .collect();
+        let running: Vec<_> = (0..RECONCILE_LANES.min(batches.len()))
+            .map(|lane| {
                 let hub = self.clone();
+                let keys = Arc::clone(keys);
+                let mine: Vec<Range<usize>> = batches
+                    .iter()
+                    .skip(lane)
+                    .step_by(RECONCILE_LANES)
+                    .cloned()
+                    .collect();
                 tokio::spawn(async move {
-                    for batch in batches {
-                        hub.reconcile_batch(&batch).await;
+                    for batch in mine {
+                        hub.reconcile_batch(&keys[batch]).await;
                     }
                 })
             })
@@ -632,15 +645,22 @@ impl Hub {
         Ok(())
     }
 
-    /// Every identity, the connected ones first: they are the ones waiting for the change.
-    fn keys_connected_first(&self) -> Vec<IdentityKey> {
+    /// The identities whose entries pass `select`, in key order.
+    fn keys_where(&self, select: impl Fn(&Entry) -> bool) -> Vec<IdentityKey> {
         let entries = self.0.entries.read().unwrap_or_else(|e| e.into_inner());
-        let (mut connected, offline): (Vec<_>, Vec<_>) = entries
+        entries
             .iter()
-            .map(|(key, entry)| (key.clone(), entry.presence().connected))
-            .partition(|(_, connected)| *connected);
-        connected.extend(offline);
-        connected.into_iter().map(|(key, _)| key).collect()
+            .filter(|(_, entry)| select(entry))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    fn identity_count(&self) -> usize {
+        self.0
+            .entries
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Targeted and applied counts of a configuration, from the twins as they are now.
@@ -701,15 +721,38 @@ impl Hub {
                 () = shutdown.cancelled() => return,
                 () = self.0.configurations.sweep.notified() => {}
             }
-            let keys = self.keys_connected_first();
-            for chunk in keys.chunks(batch) {
-                self.reconcile_many(chunk).await;
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(pause) => {}
-                }
+            // The connected twins first, gathered by a pass that copies only their keys: their
+            // devices are waiting for the change. The pass over every twin after them finds
+            // those already evaluated and leaves them as they are.
+            let connected = self.keys_where(|entry| entry.presence().connected);
+            if !self.sweep(connected.into(), batch, pause, &shutdown).await
+                || !self
+                    .sweep(self.keys_where(|_| true).into(), batch, pause, &shutdown)
+                    .await
+            {
+                return;
             }
         }
+    }
+
+    /// Evaluates `keys` `batch` at a time with `pause` between batches; false when `shutdown`
+    /// came first.
+    async fn sweep(
+        &self,
+        keys: Arc<[IdentityKey]>,
+        batch: usize,
+        pause: Duration,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> bool {
+        for start in (0..keys.len()).step_by(batch) {
+            self.reconcile_many(&keys, start..(start + batch).min(keys.len()))
+                .await;
+            tokio::select! {
+                () = shutdown.cancelled() => return false,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        true
     }
 }
 
@@ -719,7 +762,7 @@ mod tests {
 
     use super::*;
     use crate::hub::IdentitySpec;
-    use crate::hub::test_support::open_hub;
+    use crate::hub::test_support::{self, open_hub};
 
     /// A configuration change evaluates twins in batches that skip a twin another write holds;
     /// that twin is evaluated once the write ends, and the change is answered only then.
@@ -784,6 +827,80 @@ mod tests {
             record.configured_paths.get("sampling").map(String::as_str),
             Some("sampling")
         );
+    }
+
+    /// A fleet larger than a change may evaluate inline is swept in the background: the
+    /// connected twins (whose devices wait for the change) before any other, then every twin.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_background_sweep_evaluates_connected_twins_first() {
+        const DEVICES: usize = 150;
+        let hub = test_support::open_hub_with_settings(
+            Arc::new(twinhub_store::MemoryStore::new()),
+            crate::hub::HubSettings {
+                hostname: "hub.test".into(),
+                sas_skew_secs: 300,
+                max_modules_per_device: 50,
+                max_configurations: 100,
+                configuration_twins_per_second: 100,
+                jobs: crate::hub::JobLimits::default(),
+            },
+        )
+        .await;
+        let keys: Vec<IdentityKey> = (0..DEVICES)
+            .map(|i| IdentityKey::device(format!("dev-{i:03}")))
+            .collect();
+        for key in &keys {
+            hub.create_identity(IdentitySpec::sas_device(key.device_id.clone()))
+                .await
+                .expect("device created");
+        }
+        // Every tenth device is connected; in key order they are spread over the fleet.
+        let mut sessions = Vec::new();
+        for key in keys.iter().step_by(10) {
+            sessions.push(hub.attach(key.clone(), true).await.expect("attached"));
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let sweeps = tokio::spawn(hub.clone().run_configuration_sweeps(shutdown.clone()));
+        let content = json!({"properties.desired.sampling": {"rate": 5}});
+        hub.put_configuration(
+            new_configuration("sampling", "*", content),
+            &IfMatch::Absent,
+        )
+        .await
+        .expect("the configuration is stored");
+        let applied = |key: &IdentityKey| {
+            hub.entry(key)
+                .expect("the device exists")
+                .configuration_status("sampling")
+                == Some(ConfigurationStatus::Applied)
+        };
+        assert!(
+            !keys.iter().all(applied),
+            "the change was evaluated inline, not by a sweep"
+        );
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (connected, offline): (Vec<_>, Vec<_>) =
+                keys.iter().enumerate().partition(|(i, _)| i % 10 == 0);
+            let offline_applied = offline.iter().filter(|(_, key)| applied(key)).count();
+            let connected_applied = connected.iter().filter(|(_, key)| applied(key)).count();
+            assert!(
+                offline_applied == 0 || connected_applied == connected.len(),
+                "{offline_applied} disconnected twins were applied before {} of the connected ones",
+                connected.len() - connected_applied
+            );
+            if offline_applied == offline.len() && connected_applied == connected.len() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the sweep never reached every twin"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        shutdown.cancel();
+        sweeps.await.expect("the sweep task ends");
+        drop(sessions);
     }
 
     /// A configuration as a service creates it.
