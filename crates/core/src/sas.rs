@@ -198,7 +198,7 @@ impl<'a> SasToken<'a> {
 
     /// Whether the token has expired at `now_unix`, allowing `skew_secs` of clock difference.
     pub fn is_expired(&self, now_unix: u64, skew_secs: u64) -> bool {
-        self.expiry.saturating_add(skew_secs) <= now_unix
+        is_expired(self.expiry, now_unix, skew_secs)
     }
 
     /// Whether the signature is HMAC-SHA256(key, `sr` + "\n" + `se`) over the fields as sent.
@@ -211,6 +211,12 @@ impl<'a> SasToken<'a> {
         hmac_sha256(&key, &string_to_sign)
             .is_some_and(|expected| constant_time_eq(&expected, &self.signature))
     }
+}
+
+/// Whether a token expiring at `expiry` has expired at `now_unix`, allowing `skew_secs` of clock
+/// difference (for a token already parsed and checked, whose expiry is all that was kept).
+pub fn is_expired(expiry: u64, now_unix: u64, skew_secs: u64) -> bool {
+    expiry.saturating_add(skew_secs) <= now_unix
 }
 
 /// A token's resource URI: host and path segments, percent-decoded.

@@ -16,7 +16,7 @@ mod query;
 mod registry;
 mod sessions;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod twins;
 
 use std::collections::BTreeMap;
@@ -330,6 +330,8 @@ pub(crate) struct Inner {
     settings: HubSettings,
     store: Arc<dyn Store>,
     policies: RwLock<Arc<Vec<AccessPolicy>>>,
+    /// Service SAS tokens already verified against `policies`.
+    service_tokens: crate::auth::VerifiedServiceTokens,
     entries: RwLock<BTreeMap<IdentityKey, Arc<Entry>>>,
     indexes: index::Indexes,
     /// Serialises creating and deleting identities, so existence checks and the durable write agree.
@@ -404,6 +406,7 @@ impl Hub {
             settings,
             store,
             policies: RwLock::new(Arc::new(policies)),
+            service_tokens: crate::auth::VerifiedServiceTokens::default(),
             entries: RwLock::new(entries),
             indexes: index::Indexes::default(),
             structure: tokio::sync::Mutex::new(()),
@@ -427,6 +430,10 @@ impl Hub {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    pub(crate) fn service_tokens(&self) -> &crate::auth::VerifiedServiceTokens {
+        &self.0.service_tokens
     }
 
     pub fn policies(&self) -> Arc<Vec<AccessPolicy>> {
