@@ -1,13 +1,13 @@
 //! Opening one device connection: TCP, TLS, and for MQTT roles CONNECT and SUBSCRIBE.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Framed;
@@ -28,6 +28,27 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub(super) const HOSTNAME: &str = "localhost";
 /// SAS tokens are signed for a day, far longer than any run.
 const TOKEN_LIFETIME_SECS: u64 = 24 * 3600;
+
+/// Loopback source addresses a fleet's connections are spread over (127.0.0.2 and up).
+const SOURCE_ADDRESSES: usize = 64;
+
+/// Connects to `addr`, from a loopback source address chosen by `index` when `addr` is IPv4
+/// loopback. From a single source address every `connect` searches the ephemeral port range for a
+/// free 4-tuple by walking the ports already in use (`__inet_check_established` took three
+/// quarters of a generator's CPU by 19,000 connections); spread over many addresses, each keeps
+/// few ports in use, and the generator measures the server instead of that search.
+async fn connect_from_spread_source(addr: SocketAddr, index: usize) -> std::io::Result<TcpStream> {
+    let SocketAddr::V4(target) = addr else {
+        return TcpStream::connect(addr).await;
+    };
+    if !target.ip().is_loopback() {
+        return TcpStream::connect(addr).await;
+    }
+    let last_octet = u8::try_from(2 + index % SOURCE_ADDRESSES).unwrap_or(2);
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((Ipv4Addr::new(127, 0, 0, last_octet), 0)))?;
+    socket.connect(addr).await
+}
 
 /// Why one device could not connect.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +82,7 @@ impl Target {
     }
 
     async fn open_now(&self, role: Role, index: usize) -> Result<Conn, DeviceError> {
-        let tcp = TcpStream::connect(self.addr).await?;
+        let tcp = connect_from_spread_source(self.addr, index).await?;
         tcp.set_nodelay(true)?;
         let name = ServerName::try_from(HOSTNAME)
             .map_err(|e| DeviceError::Io(std::io::Error::other(e)))?;
