@@ -2,13 +2,11 @@
 //! number of calls in flight. Baseline: the same request/response through Mosquitto over TLS at
 //! QoS 0, with as many responders and as many requests in flight.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::ensure;
 use serde_json::Map;
-
-use std::sync::Arc;
-
 use tokio::sync::Mutex;
 
 use super::{closed_loop, latency_figures, parameter};
