@@ -32,6 +32,13 @@ pub enum RestError {
     Setup(String),
 }
 
+/// An `Authorization` header value for the bench hub: an owner SAS token valid for a day.
+pub fn owner_authorization() -> Result<String, RestError> {
+    let expiry = unix_micros_now() / 1_000_000 + 24 * 3600;
+    twinhub_core::sas::generate_token("localhost", OWNER_KEY, Some("iothubowner"), expiry)
+        .map_err(|e| RestError::Setup(e.to_string()))
+}
+
 /// One page of a query's results.
 #[derive(Debug)]
 pub struct QueryPage {
@@ -60,20 +67,12 @@ impl Rest {
             .tcp_nodelay(true)
             .timeout(Duration::from_secs(120))
             .build()?;
-        let expiry = unix_micros_now() / 1_000_000 + 24 * 3600;
-        let token =
-            twinhub_core::sas::generate_token("localhost", OWNER_KEY, Some("iothubowner"), expiry)
-                .map_err(|e| RestError::Setup(e.to_string()))?;
+        let token = owner_authorization()?;
         Ok(Rest {
             http,
             base: format!("https://localhost:{}", https_addr.port()),
             token,
         })
-    }
-
-    /// The `Authorization` header value: an owner SAS token valid for a day.
-    pub fn authorization(&self) -> &str {
-        &self.token
     }
 
     fn url(&self, path: &str) -> String {

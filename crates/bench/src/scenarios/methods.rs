@@ -16,7 +16,7 @@ use crate::fleet::{FleetArgs, Role, device_id};
 use crate::http1::Http1Connection;
 use crate::hub::{BenchHub, DEVICE_KEY, register_devices};
 use crate::report::{BaselineReport, ScenarioReport, ratio, round};
-use crate::rest::{API_VERSION, Rest};
+use crate::rest::{API_VERSION, owner_authorization};
 
 struct Scale {
     devices: usize,
@@ -96,9 +96,7 @@ pub(super) async fn run(quick: bool, report: &mut ScenarioReport) -> anyhow::Res
         scale.devices,
         connected.first_error.unwrap_or_default()
     );
-    let authorization = Rest::new(hub.running.https_addr, &hub.ca)?
-        .authorization()
-        .to_owned();
+    let authorization = owner_authorization()?;
     let mut connections = Vec::with_capacity(scale.in_flight);
     for _ in 0..scale.in_flight {
         connections.push(Mutex::new(
